@@ -1,0 +1,147 @@
+"""Warnings about a planned run, as data.
+
+The rules are plain data (`RULES`): conditions over named facts and a message
+template. Python evaluates them here; the page gets the same rules as JSON
+(`rules_as_data`) and evaluates them with the same meaning, so the accordion,
+the API and the logs always agree.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Level = Literal["info", "warning"]
+
+#: Upscaling by more than this per side in one pass invents structure.
+MAX_COMFORTABLE_PASS_SCALE = 2.0
+#: Latent upscalers blur below this denoise.
+LATENT_MIN_DENOISE = 0.5
+#: Pixel upscalers start to hallucinate above this denoise.
+MODEL_MAX_DENOISE = 0.5
+#: Hires steps above this multiple of the first pass's steps buy nothing.
+MAX_STEPS_RATIO = 2
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A condition operand that names another fact instead of a constant."""
+
+    fact: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    level: Level
+    #: the parameter the user should change
+    field: str
+    #: all must hold; each is (fact, operator, constant or Ref)
+    when: tuple[tuple[str, str, Any], ...]
+    #: str.format-style template over the facts, e.g. "{denoise}"
+    message: str
+
+
+@dataclass(frozen=True)
+class Advice:
+    code: str
+    level: Level
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "level": self.level, "field": self.field, "message": self.message}
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "latent_low_denoise", "warning", "denoise",
+        (("upscaler_kind", "==", "latent"), ("second_pass", "==", True), ("denoise", "<", LATENT_MIN_DENOISE)),
+        "Latent upscalers need denoise of at least 0.5: at {denoise} the result will be blurry. "
+        "Raise denoise to 0.5-0.7, or pick an ESRGAN-family upscaler.",
+    ),
+    Rule(
+        "latent_without_second_pass", "warning", "denoise",
+        (("upscaler_kind", "==", "latent"), ("second_pass", "==", False)),
+        "A Latent upscaler only works with a second pass: set denoise to 0.5 or more.",
+    ),
+    Rule(
+        "high_denoise", "warning", "denoise",
+        (("upscaler_kind", "!=", "latent"), ("denoise", ">", MODEL_MAX_DENOISE)),
+        "Denoise {denoise} redraws most of the image: expect hallucinated detail and duplicated "
+        "subjects. 0.2-0.45 keeps the composition.",
+    ),
+    Rule(
+        "large_pass_scale", "warning", "scale",
+        (("pass_scale", ">", MAX_COMFORTABLE_PASS_SCALE),),
+        "Upscaling {pass_scale}x in one pass invents structure the first image did not have; "
+        "2x or less per pass is safer (run a second hires upscale for more).",
+    ),
+    Rule(
+        "too_large_for_family", "warning", "tiled",
+        (("second_pass", "==", True), ("tiled", "==", False), ("target_pixels", ">", Ref("comfortable_pixels"))),
+        "{target} is more than a {family} model handles comfortably in one pass; "
+        "turn on tiled mode to save memory.",
+    ),
+    Rule(
+        "snapped", "info", "width",
+        (("snapped", "==", True),),
+        "{requested} is not a multiple of 64: snapped to {target}.",
+    ),
+    Rule(
+        "many_hires_steps", "info", "hires_steps",
+        (("second_pass", "==", True), ("hires_steps", ">", Ref("max_useful_steps"))),
+        "{hires_steps} hires steps is far above the first pass's {first_pass_steps}: "
+        "10-20 (or 0, the same as the first pass) is plenty at low denoise.",
+    ),
+    Rule(
+        "no_upscaler", "info", "upscaler",
+        (("upscaler_kind", "==", "none"),),
+        "No upscaler: the image is resized plainly before the second pass.",
+    ),
+)
+
+_OPERATORS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+              ">": operator.gt, ">=": operator.ge}
+
+
+def _holds(facts: Mapping[str, Any], clause: tuple[str, str, Any]) -> bool:
+    name, op, operand = clause
+    if isinstance(operand, Ref):
+        operand = facts.get(operand.fact)
+    value = facts.get(name)
+    # A missing fact means the rule cannot be judged: it does not fire.
+    if value is None or operand is None:
+        return False
+    return bool(_OPERATORS[op](value, operand))
+
+
+def _format_fact(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def evaluate(facts: Mapping[str, Any], rules: tuple[Rule, ...] = RULES) -> list[Advice]:
+    """The advice whose conditions all hold for these facts, in rule order."""
+    text = {name: _format_fact(value) for name, value in facts.items()}
+    return [
+        Advice(rule.code, rule.level, rule.field, rule.message.format_map(text))
+        for rule in rules
+        if all(_holds(facts, clause) for clause in rule.when)
+    ]
+
+
+def rules_as_data() -> list[dict[str, Any]]:
+    """The rules as JSON-ready data, for the page's script and the API."""
+
+    def operand(value: Any) -> Any:
+        return {"fact": value.fact} if isinstance(value, Ref) else value
+
+    return [
+        {"code": r.code, "level": r.level, "field": r.field, "message": r.message,
+         "when": [[name, op, operand(value)] for name, op, value in r.when]}
+        for r in RULES
+    ]

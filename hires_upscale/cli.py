@@ -1,0 +1,135 @@
+"""Command line for the parts that need no WebUI: upscale image files.
+
+    python -m hires_upscale upscale IN [IN ...] [--model PATH|lanczos]
+        [--scale 2 | --width W --height H] [--fit crop|fill|stretch]
+        [--tile-size N] [--sharpen 0.3] [--precision auto|fp32] -o OUTDIR [--overwrite]
+
+Each input becomes OUTDIR/<name>.png with the input's PNG text chunks kept
+(so the WebUI's "parameters" survive). Outputs are written atomically and an
+existing file is never replaced without --overwrite: a rerun skips what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import FieldError, HiresUpscaleError, OutputExistsError, ParamsError
+from .images import IMAGE_SUFFIXES, open_image, save_png, text_chunks
+from .infotext import format_fields
+from .params import HiresParams
+from .pipeline import Pipeline
+from .upscaler import PRECISIONS, resolve_upscaler
+
+#: PNG text chunk holding what this tool did (the WebUI's "parameters" are left as they were).
+TEXT_KEY = "hires-upscale"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hires_upscale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("upscale", help="upscale image files with a model or Lanczos")
+    up.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders of images")
+    up.add_argument("-o", "--output-dir", type=Path, required=True, metavar="OUTDIR")
+    up.add_argument("--model", default="lanczos", metavar="PATH|lanczos",
+                    help="ESRGAN-family model file (.pth, .safetensors) or 'lanczos' (default)")
+    up.add_argument("--scale", type=float, help="scale factor per side (default 2)")
+    up.add_argument("--width", type=int, default=0, help="target width; with --height alone, from the aspect")
+    up.add_argument("--height", type=int, default=0, help="target height; with --width alone, from the aspect")
+    up.add_argument("--fit", choices=("crop", "fill", "stretch"), default="crop",
+                    help="when width x height has another aspect (default crop)")
+    up.add_argument("--tile-size", type=int, default=0, metavar="N", help="model tile size in pixels (default auto)")
+    up.add_argument("--sharpen", type=float, default=0.0, metavar="S",
+                    help="unsharp mask strength 0..1 on the result (default 0 = off; 0.3 is gentle)")
+    up.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="auto: bf16/fp16 where the model and device support it; fp32: always full precision")
+    up.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if present)")
+    up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    return parser
+
+
+def _params(args: argparse.Namespace) -> HiresParams:
+    values: dict[str, object] = {
+        "enabled": True,
+        "upscaler": "Lanczos" if args.model.lower() == "lanczos" else args.model,
+        "denoise": 0.0,
+        "fit": args.fit,
+        "tile_size": args.tile_size,
+        "sharpen": args.sharpen > 0,
+        "sharpen_strength": args.sharpen if args.sharpen > 0 else 0.3,
+    }
+    if args.scale is not None and (args.width or args.height):
+        raise ParamsError([FieldError("scale", args.scale, "either --scale or --width/--height, not both")])
+    if args.width or args.height:
+        values.update(resize_mode="size", width=args.width, height=args.height)
+    else:
+        values.update(resize_mode="scale", scale=2.0 if args.scale is None else args.scale)
+    return HiresParams.from_mapping(values)
+
+
+def _expand(inputs: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        else:
+            files.append(item)
+    return files
+
+
+def upscale_command(args: argparse.Namespace) -> int:
+    try:
+        params = _params(args)
+    except HiresUpscaleError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    files = _expand(args.inputs)
+    outputs = {f: args.output_dir / f"{f.stem}.png" for f in files}
+    clashes = sorted({str(o) for o in outputs.values() if list(outputs.values()).count(o) > 1})
+    if clashes:
+        print(f"error: several inputs would write the same output: {', '.join(clashes)}", file=sys.stderr)
+        return 2
+    try:
+        upscaler = resolve_upscaler(args.model, device=args.device, precision=args.precision,
+                                    tile_size=args.tile_size)
+    except HiresUpscaleError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline(lambda _name: upscaler, backend=None, snap_multiple=1)
+    failed = 0
+    for source, output in outputs.items():
+        try:
+            if source.resolve() == output.resolve():
+                raise OutputExistsError(output)
+            if output.exists() and not args.overwrite:
+                print(f"skip {source}: {output} exists (--overwrite replaces it)")
+                continue
+            image = open_image(source)
+            result = pipeline.run(image, params)
+            text = text_chunks(image)
+            text[TEXT_KEY] = format_fields({
+                "model": upscaler.name, "from": "x".join(map(str, image.size)),
+                "to": "x".join(map(str, result.image.size)), "fit": params.fit,
+                "sharpen": params.sharpen_strength if params.sharpen else 0,
+            })
+            save_png(result.image, output, text=text, overwrite=args.overwrite)
+            (w, h), (tw, th) = image.size, result.image.size
+            print(f"{source} {w}x{h} -> {output} {tw}x{th}")
+        except HiresUpscaleError as error:
+            failed += 1
+            print(f"error: {source}: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return upscale_command(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished files are complete, a rerun skips them", file=sys.stderr)
+        return 130

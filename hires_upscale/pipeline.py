@@ -1,0 +1,144 @@
+"""The orchestrator: plan -> upscale -> second pass -> sharpen.
+
+The second pass needs a diffusion model, so it is behind the small `Backend`
+protocol: the WebUI adapter implements it with the host's img2img processing.
+Without a backend (the command line) the run is upscale and sharpen only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+from .errors import Interrupted
+from .params import HiresParams
+from .plan import Plan, make_plan
+from .resolution import SNAP_MULTIPLE, apply_fit
+from .sharpen import sharpen
+from .upscaler import ImageUpscaler, LanczosUpscaler
+
+#: progress(stage, done, total), stage one of STAGES
+Progress = Callable[[str, int, int], None]
+ShouldStop = Callable[[], bool]
+
+UPSCALE, SECOND_PASS, SHARPEN = "upscale", "second pass", "sharpen"
+STAGES = (UPSCALE, SECOND_PASS, SHARPEN)
+
+
+class Backend(Protocol):
+    """What the pipeline needs from a host that can run img2img."""
+
+    #: "sd15", "sd2" or "sdxl": the checkpoint the second pass will use
+    model_family: str
+
+    def second_pass(
+        self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None], should_stop: ShouldStop
+    ) -> Image.Image:
+        """img2img of `image` at `plan.target` with `plan.params.denoise` and `plan.steps`.
+
+        For a latent upscaler (`plan.upscaler_kind == "latent"`) the image arrives
+        at its source size and the backend upscales in latent space itself.
+        Raises `Interrupted` when `should_stop()` turns true between steps.
+        """
+        ...
+
+
+@dataclass
+class Result:
+    """What a run produced; `image` is the last stage that completed."""
+
+    image: Image.Image
+    plan: Plan
+    #: the stages that completed, in order
+    stages: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def infotext_fields(self) -> dict[str, str]:
+        return self.plan.infotext_fields()
+
+    @property
+    def advice(self) -> list[dict[str, str]]:
+        return [a.as_dict() for a in self.plan.advice]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _never_stop() -> bool:
+    return False
+
+
+class Pipeline:
+    """Runs the stages for one image at a time.
+
+    `upscaler_for(name)` returns the upscaler for a parameters' upscaler name
+    (the adapter maps WebUI names to model files; the CLI maps paths).
+    """
+
+    def __init__(
+        self,
+        upscaler_for: Callable[[str], ImageUpscaler],
+        backend: Backend | None = None,
+        *,
+        snap_multiple: int = SNAP_MULTIPLE,
+    ) -> None:
+        self.upscaler_for = upscaler_for
+        self.backend = backend
+        self.snap_multiple = snap_multiple
+
+    @property
+    def model_family(self) -> str:
+        return self.backend.model_family if self.backend is not None else "sd15"
+
+    def plan(self, image: Image.Image, params: HiresParams, *, first_pass_steps: int | None = None) -> Plan:
+        return make_plan(image.size, params, self.model_family, first_pass_steps=first_pass_steps,
+                         multiple=self.snap_multiple)
+
+    def run(
+        self,
+        image: Image.Image,
+        params: HiresParams,
+        *,
+        first_pass_steps: int | None = None,
+        progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> Result:
+        plan = self.plan(image, params, first_pass_steps=first_pass_steps)
+        report = progress or _no_progress
+        stop = should_stop or _never_stop
+        result = Result(image, plan)
+        try:
+            if plan.upscaler_kind != "latent" or self.backend is None:
+                result.image = self._upscale(image, plan, report, stop)
+                result.stages.append(UPSCALE)
+            if plan.second_pass and self.backend is not None:
+                result.image = self.backend.second_pass(
+                    result.image, plan, progress=lambda done, total: report(SECOND_PASS, done, total),
+                    should_stop=stop,
+                )
+                result.stages.append(SECOND_PASS)
+            if params.sharpen and params.sharpen_strength > 0:
+                if stop():
+                    raise Interrupted("stopped before sharpening")
+                result.image = sharpen(result.image, params.sharpen_strength)
+                report(SHARPEN, 1, 1)
+                result.stages.append(SHARPEN)
+        except Interrupted:
+            result.interrupted = True
+        return result
+
+    def _upscale(self, image: Image.Image, plan: Plan, report: Progress, stop: ShouldStop) -> Image.Image:
+        """Upscale to the plan's pre-fit size, then crop/fill/stretch to the target."""
+        kind = plan.upscaler_kind
+        # Latent modes without a backend and "None" have no pixel upscaler: resize plainly.
+        upscaler = LanczosUpscaler() if kind in ("latent", "none") else self.upscaler_for(plan.params.upscaler)
+        upscaled = upscaler.upscale(
+            image, plan.resize.upscaled,
+            progress=lambda done, total: report(UPSCALE, done, total), should_stop=stop,
+        )
+        return apply_fit(upscaled, plan.resize)

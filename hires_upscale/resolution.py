@@ -1,0 +1,213 @@
+"""Target sizes: presets per model family, snapping, aspect handling, limits.
+
+Sizes are (width, height) tuples of ints throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .errors import FieldError, ParamsError, TargetTooLargeError
+
+Size = tuple[int, int]
+
+#: Above this many output pixels we refuse to plan (about 8192x8192).
+DEFAULT_MAX_PIXELS = 8192 * 8192
+#: The second pass works in latents of 1/8 the size; 64 is what the models like best.
+SNAP_MULTIPLE = 64
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What a checkpoint family was trained at and what one pass handles comfortably."""
+
+    name: str
+    #: training resolution per side
+    base: int
+    #: above this many pixels a full-frame second pass gets slow and memory-hungry
+    comfortable_pixels: int
+
+
+FAMILIES: dict[str, ModelFamily] = {
+    "sd15": ModelFamily("sd15", 512, 1536 * 1536),
+    "sd2": ModelFamily("sd2", 768, 2048 * 2048),
+    "sdxl": ModelFamily("sdxl", 1024, 2560 * 2560),
+}
+
+
+def family(name: str) -> ModelFamily:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ParamsError([FieldError("family", name, "one of " + ", ".join(FAMILIES))]) from None
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named target: either a scale factor or a fixed size."""
+
+    name: str
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.scale else f"{self.name} ({self.width}x{self.height})"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "label": self.label, "scale": self.scale,
+                "width": self.width, "height": self.height}
+
+
+_SCALE_PRESETS = tuple(Preset(f"{s:g}x", scale=s) for s in (1.5, 2.0, 2.5, 3.0, 4.0))
+
+
+# Twice the usual first-pass sizes of each family: what people finish at.
+_SIZE_PRESETS: dict[str, tuple[tuple[str, int, int], ...]] = {
+    "sd15": (("Square", 1024, 1024), ("Portrait 2:3", 1024, 1536), ("Landscape 3:2", 1536, 1024),
+             ("Portrait 9:16", 1152, 2048), ("Landscape 16:9", 2048, 1152)),
+    "sd2": (("Square", 1536, 1536), ("Portrait 2:3", 1280, 1920), ("Landscape 3:2", 1920, 1280),
+            ("Portrait 9:16", 1152, 2048), ("Landscape 16:9", 2048, 1152)),
+    "sdxl": (("Square", 2048, 2048), ("Portrait 2:3", 1664, 2432), ("Landscape 3:2", 2432, 1664),
+             ("Portrait 9:16", 1536, 2688), ("Landscape 16:9", 2688, 1536)),
+}
+
+PRESETS: dict[str, tuple[Preset, ...]] = {
+    name: _SCALE_PRESETS + tuple(Preset(label, width=w, height=h) for label, w, h in sizes)
+    for name, sizes in _SIZE_PRESETS.items()
+}
+
+
+def presets_for(family_name: str) -> tuple[Preset, ...]:
+    return PRESETS[family(family_name).name]
+
+
+def find_preset(family_name: str, name: str) -> Preset:
+    for preset in presets_for(family_name):
+        if name in (preset.name, preset.label):
+            return preset
+    allowed = ", ".join(repr(p.name) for p in presets_for(family_name))
+    raise ParamsError([FieldError("preset", name, f"one of {allowed}")])
+
+
+def snap(value: float, multiple: int = SNAP_MULTIPLE) -> int:
+    """The nearest multiple of `multiple`, never below one multiple."""
+    if multiple <= 1:
+        return max(1, round(value))
+    return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
+
+
+@dataclass(frozen=True)
+class ResizePlan:
+    """How a source image becomes the target: upscale to `upscaled`, then fit."""
+
+    source: Size
+    #: what was asked before snapping
+    requested: Size
+    #: the final size
+    target: Size
+    #: crop, fill or stretch
+    fit: str
+    #: the size the upscaler must produce before the fit step
+    upscaled: Size
+
+    @property
+    def snapped(self) -> bool:
+        return self.requested != self.target
+
+    @property
+    def scale(self) -> float:
+        """Largest per-side factor from source to target."""
+        return max(self.target[0] / self.source[0], self.target[1] / self.source[1])
+
+
+def requested_size(
+    source: Size, *, mode: str, scale: float, width: int, height: int, preset: str, family_name: str
+) -> Size:
+    """The size asked for, before snapping."""
+    sw, sh = source
+    if mode == "preset":
+        chosen = find_preset(family_name, preset)
+        if chosen.scale:
+            mode, scale = "scale", chosen.scale
+        else:
+            mode, width, height = "size", chosen.width or 0, chosen.height or 0
+    if mode == "scale":
+        return max(1, round(sw * scale)), max(1, round(sh * scale))
+    if width and height:
+        return width, height
+    if width:
+        return width, max(1, round(width * sh / sw))
+    if height:
+        return max(1, round(height * sw / sh)), height
+    raise ParamsError([FieldError("width", 0, "a width or a height above 0 in resize mode 'size'")])
+
+
+def plan_resize(
+    source: Size,
+    *,
+    mode: str = "scale",
+    scale: float = 2.0,
+    width: int = 0,
+    height: int = 0,
+    preset: str = "",
+    fit: str = "crop",
+    family_name: str = "sd15",
+    multiple: int = SNAP_MULTIPLE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> ResizePlan:
+    """Plan the sizes of one run. `multiple=1` keeps the requested size exactly."""
+    if source[0] < 1 or source[1] < 1:
+        raise ParamsError([FieldError("image", f"{source[0]}x{source[1]}", "an image of at least 1x1")])
+    requested = requested_size(
+        source, mode=mode, scale=scale, width=width, height=height, preset=preset, family_name=family_name
+    )
+    target = (snap(requested[0], multiple), snap(requested[1], multiple))
+    if target[0] * target[1] > max_pixels:
+        raise TargetTooLargeError(target[0], target[1], max_pixels)
+    return ResizePlan(source, requested, target, fit, _upscaled_size(source, target, fit))
+
+
+def _upscaled_size(source: Size, target: Size, fit: str) -> Size:
+    sw, sh = source
+    tw, th = target
+    if fit == "stretch" or sw * th == sh * tw:
+        return target
+    factor = max(tw / sw, th / sh) if fit == "crop" else min(tw / sw, th / sh)
+    size = (round(sw * factor), round(sh * factor))
+    if fit == "crop":  # must cover the target on both sides
+        return max(size[0], tw), max(size[1], th)
+    return min(size[0], tw), min(size[1], th)
+
+
+def apply_fit(image: Image.Image, plan: ResizePlan) -> Image.Image:
+    """Turn an image of `plan.upscaled` size into one of `plan.target` size."""
+    if image.size != plan.upscaled:
+        image = image.resize(plan.upscaled, Image.Resampling.LANCZOS)
+    tw, th = plan.target
+    uw, uh = plan.upscaled
+    if (uw, uh) == (tw, th):
+        return image
+    if plan.fit == "crop":
+        left, top = (uw - tw) // 2, (uh - th) // 2
+        return image.crop((left, top, left + tw, top + th))
+    # fill: centre the image and stretch its edge rows or columns into the empty
+    # bands, like the WebUI's "Resize and fill". One side already matches.
+    canvas = Image.new(image.mode, (tw, th))
+    left, top = (tw - uw) // 2, (th - uh) // 2
+    right, bottom = tw - left - uw, th - top - uh
+    bands = (
+        ((0, 0, 1, uh), (left, uh), (0, top)),
+        ((uw - 1, 0, uw, uh), (right, uh), (left + uw, top)),
+        ((0, 0, uw, 1), (uw, top), (left, 0)),
+        ((0, uh - 1, uw, uh), (uw, bottom), (left, top + uh)),
+    )
+    for edge, band_size, position in bands:
+        if band_size[0] > 0 and band_size[1] > 0:
+            canvas.paste(image.crop(edge).resize(band_size), position)
+    canvas.paste(image, (left, top))
+    return canvas

@@ -1,0 +1,324 @@
+"""Image upscalers: ESRGAN-family models through spandrel, and plain Lanczos.
+
+Both kinds answer `upscale(image, size) -> image of exactly that size`. Model
+upscalers run their native scale tile by tile with feathered overlap, then
+resize to the requested size with Lanczos. Loaded models are cached by path,
+modification time and size, so a batch loads each file once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import Interrupted, ModelLoadError
+from .tiling import Grid, make_grid, run_tiled
+
+ProgressFn = Callable[[int, int], None]
+StopFn = Callable[[], bool]
+
+MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+#: Precisions a caller may ask for; "auto" follows the model's flags and the device.
+PRECISIONS = ("auto", "fp32")
+#: Models kept loaded at once (an ESRGAN 4x is about 67 MB in fp32).
+CACHE_SIZE = 2
+MIN_TILE = 64
+MAX_TILE = 2048
+
+
+class ImageUpscaler(Protocol):
+    """Anything that turns an image into a larger one of an exact size."""
+
+    name: str
+
+    def upscale(
+        self, image: Image.Image, size: tuple[int, int], *,
+        progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+    ) -> Image.Image: ...
+
+
+class LanczosUpscaler:
+    """The always-available upscaler: PIL's Lanczos filter."""
+
+    name = "Lanczos"
+
+    def upscale(
+        self, image: Image.Image, size: tuple[int, int], *,
+        progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+    ) -> Image.Image:
+        if should_stop is not None and should_stop():
+            raise Interrupted("stopped before resizing")
+        result = image.resize(size, Image.Resampling.LANCZOS) if image.size != size else image.copy()
+        if progress is not None:
+            progress(1, 1)
+        return result
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a loaded model is and how it will run; read by UI, API and logs."""
+
+    path: Path
+    architecture: str
+    scale: int
+    input_channels: int
+    output_channels: int
+    supports_half: bool
+    supports_bfloat16: bool
+    device: str
+    dtype: str
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so oneDNN gains from it."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        return False
+    words = set(flags.split())
+    return "avx512_bf16" in words or "amx_bf16" in words
+
+
+def choose_dtype(supports_half: bool, supports_bfloat16: bool, device: torch.device, precision: str) -> torch.dtype:
+    """fp16/bf16 where the model allows it and the device gains from it, else fp32."""
+    if precision == "fp32":
+        return torch.float32
+    if device.type == "cuda":
+        if supports_half:
+            return torch.float16
+        if supports_bfloat16 and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+    elif device.type == "cpu" and supports_bfloat16 and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 1024**3
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class ModelUpscaler:
+    """An ESRGAN-family (any spandrel SR) model ready to run."""
+
+    def __init__(self, descriptor: object, path: Path, device: torch.device, dtype: torch.dtype,
+                 *, tile_size: int = 0) -> None:
+        self.descriptor = descriptor
+        self.path = path
+        self.name = path.stem
+        self.device = device
+        self.dtype = dtype
+        #: tile size in input pixels; 0 = chosen per image from free memory
+        self.tile_size = tile_size
+        self.scale: int = descriptor.scale  # type: ignore[attr-defined]
+        #: spandrel's SizeRequirements: minimum side, multiple_of, square
+        self._requirements = descriptor.size_requirements  # type: ignore[attr-defined]
+
+    @property
+    def facts(self) -> ModelFacts:
+        d = self.descriptor
+        return ModelFacts(
+            self.path, d.architecture.name, self.scale, d.input_channels, d.output_channels,  # type: ignore[attr-defined]
+            d.supports_half, d.supports_bfloat16, str(self.device), str(self.dtype).removeprefix("torch."),  # type: ignore[attr-defined]
+        )
+
+    def overlap_for(self, tile_size: int) -> int:
+        # Wide enough for the model's receptive field to settle, small next to the tile.
+        return max(8, min(32, tile_size // 8))
+
+    def auto_tile_size(self, width: int, height: int) -> int:
+        """The largest tile whose activations fit in a share of free memory."""
+        bytes_per_value = torch.finfo(self.dtype).bits // 8
+        # Activations of an RRDB-like net: ~64 features at the input size over a
+        # dozen live tensors, plus the upsampled features at scale^2 the size.
+        bytes_per_pixel = bytes_per_value * 64 * (12 + 3 * self.scale**2)
+        share = 0.5 if self.device.type == "cuda" else 0.25
+        budget = min(_available_bytes(self.device) * share, 8 * 1024**3)
+        side = int(math.sqrt(budget / bytes_per_pixel)) // 32 * 32
+        return max(MIN_TILE, min(side, MAX_TILE, max(width, height)))
+
+    def grid_for(self, width: int, height: int, tile_size: int | None = None) -> Grid:
+        tile = tile_size or self.tile_size or self.auto_tile_size(width, height)
+        tile = max(tile, self._requirements.minimum or 1)
+        return make_grid(width, height, tile, self.overlap_for(tile) if tile < max(width, height) else 0)
+
+    def _run_model(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model on a batch of tiles; spandrel pads to the model's size needs and crops back."""
+        batch = batch.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
+        return self.descriptor(batch)  # type: ignore[operator]
+
+    def upscale_tensor(self, image: torch.Tensor, *, progress: ProgressFn | None = None,
+                       should_stop: StopFn | None = None) -> torch.Tensor:
+        """(1,C,H,W) float in [0,1] -> (1,C,H*scale,W*scale) float32, tiled; smaller tiles on OOM."""
+        _, _, height, width = image.shape
+        tile = None
+        while True:
+            grid = self.grid_for(width, height, tile)
+            try:
+                return run_tiled(self._run_model, image.to(self.device), grid, scale=self.scale,
+                                 out_channels=self.descriptor.output_channels,  # type: ignore[attr-defined]
+                                 on_tile=progress, should_stop=should_stop)
+            except (RuntimeError, torch.OutOfMemoryError) as error:
+                if not _is_out_of_memory(error) or grid.tile_size <= MIN_TILE:
+                    raise
+                tile = max(MIN_TILE, grid.tile_size // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def upscale(
+        self, image: Image.Image, size: tuple[int, int], *,
+        progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+    ) -> Image.Image:
+        """`image` at exactly `size`: the model's native scale, then Lanczos. Alpha is resized apart."""
+        alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
+        gray = self.descriptor.input_channels == 1  # type: ignore[attr-defined]
+        pixels = image.convert("L" if gray else "RGB")
+        result = tensor_to_image(self.upscale_tensor(image_to_tensor(pixels), progress=progress,
+                                                     should_stop=should_stop))
+        if result.mode != ("L" if gray else "RGB"):
+            result = result.convert("L" if gray else "RGB")
+        if result.size != size:
+            result = result.resize(size, Image.Resampling.LANCZOS)
+        if gray and image.mode not in ("L", "LA"):
+            result = result.convert("RGB")
+        if alpha is not None:
+            result = result.convert("RGBA" if result.mode == "RGB" else "LA")
+            result.putalpha(alpha.resize(size, Image.Resampling.LANCZOS))
+        return result
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An 8-bit L or RGB image as a (1,C,H,W) float32 tensor in [0,1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """A (1,C,H,W) tensor in [0,1] as an 8-bit image (1 channel: L, 3: RGB)."""
+    array = tensor[0].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if array.shape[2] == 1:
+        return Image.fromarray(array[:, :, 0], "L")
+    return Image.fromarray(array[:, :, :3], "RGB")
+
+
+# -- loading ----------------------------------------------------------------
+
+_cache: OrderedDict[tuple, object] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _read_descriptor(path: Path) -> object:
+    """spandrel's descriptor of `path` on the CPU in fp32, or ModelLoadError saying why not."""
+    try:
+        from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
+    except ImportError as error:
+        raise ModelLoadError(path, f"spandrel is not installed ({error})") from error
+    if not path.is_file():
+        raise ModelLoadError(path, "no such file")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        allowed = ", ".join(MODEL_SUFFIXES)
+        raise ModelLoadError(path, f"unsupported file type {path.suffix!r}; expected one of {allowed}")
+    try:
+        descriptor = ModelLoader(device="cpu").load_from_file(str(path))
+    except UnsupportedModelError:
+        raise ModelLoadError(path, "spandrel does not recognise the model's architecture") from None
+    except Exception as error:  # a corrupt or foreign file fails in many ways: name them all alike
+        raise ModelLoadError(path, f"the file is not a readable model ({type(error).__name__}: {error})") from error
+    if not isinstance(descriptor, ImageModelDescriptor):
+        raise ModelLoadError(path, f"it is a {descriptor.purpose} model, not an upscaler")  # type: ignore[attr-defined]
+    if descriptor.purpose != "SR":
+        raise ModelLoadError(
+            path, f"it is a {descriptor.purpose} model ({descriptor.architecture.name}, scale "
+            f"{descriptor.scale}), not a super-resolution upscaler")
+    if descriptor.input_channels not in (1, 3) or descriptor.output_channels != descriptor.input_channels:
+        raise ModelLoadError(
+            path, f"it maps {descriptor.input_channels} to {descriptor.output_channels} channels; "
+            "only RGB or grayscale upscalers are supported")
+    return descriptor
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    tile_size: int = 0,
+) -> ModelUpscaler:
+    """A ready upscaler for a model file; cached by (path, mtime, size, device, dtype).
+
+    Raises `ModelLoadError` naming the file and the reason when it cannot be used.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    path = Path(path).expanduser().resolve()
+    target = torch.device(device) if device is not None else default_device()
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise ModelLoadError(path, "no such file" if isinstance(error, FileNotFoundError) else str(error)) from None
+    file_key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _cache_lock:
+        cached = next(((k, v) for k, v in _cache.items() if k[:3] == file_key and k[3] == str(target)
+                       and k[4] == precision), None)
+        if cached is not None:
+            _cache.move_to_end(cached[0])
+            descriptor, dtype = cached[1]
+            return ModelUpscaler(descriptor, path, target, dtype, tile_size=tile_size)
+    descriptor = _read_descriptor(path)
+    dtype = choose_dtype(descriptor.supports_half, descriptor.supports_bfloat16, target, precision)  # type: ignore[attr-defined]
+    descriptor.to(target)  # type: ignore[attr-defined]
+    descriptor.to(dtype)  # type: ignore[attr-defined]
+    descriptor.model.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+    descriptor.eval()  # type: ignore[attr-defined]
+    with _cache_lock:
+        _cache[(*file_key, str(target), precision)] = (descriptor, dtype)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return ModelUpscaler(descriptor, path, target, dtype, tile_size=tile_size)
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def resolve_upscaler(
+    name_or_path: str, *, device: str | torch.device | None = None, precision: str = "auto", tile_size: int = 0
+) -> ImageUpscaler:
+    """`lanczos` (any case) or a path to a model file."""
+    if name_or_path.strip().lower() == "lanczos":
+        return LanczosUpscaler()
+    return load_model(name_or_path, device=device, precision=precision, tile_size=tile_size)

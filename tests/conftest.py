@@ -1,0 +1,76 @@
+"""Fixtures that build what the tests need: random-weight models, PNGs with WebUI text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import settings
+from PIL import Image, PngImagePlugin
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import models  # noqa: E402
+
+# Hypothesis's per-example deadline is a timed assertion, and this machine is
+# shared and noisy: speed belongs in benchmarks/, not in the tests.
+settings.register_profile("hires-upscale", deadline=None, print_blob=True)
+settings.load_profile("hires-upscale")
+
+PARAMETERS = (
+    "a lighthouse at dusk, <lora:film:0.6>\n"
+    "Negative prompt: blurry, lowres\n"
+    "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 96x64, "
+    'Model: sd15, Lora hashes: "film: abc123", Version: v1.10.1'
+)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def rrdb_small(model_dir: Path) -> Path:
+    """A small RRDB 4x (ESRGAN architecture, 2 blocks of 16 features): quick to run."""
+    return models.save_pth(models.rrdb(4, filters=16, blocks=2), model_dir / "rrdb-small-4x.pth")
+
+
+@pytest.fixture(scope="session")
+def rrdb_full(model_dir: Path) -> Path:
+    """The full-size RRDB 4x (23 blocks, 64 features), as 4x-UltraSharp and Remacri are."""
+    return models.save_pth(models.rrdb(4), model_dir / "rrdb-full-4x.pth")
+
+
+@pytest.fixture(scope="session")
+def compact_2x(model_dir: Path) -> Path:
+    return models.save_pth(models.compact(2), model_dir / "compact-2x.pth")
+
+
+@pytest.fixture(scope="session")
+def compact_4x_safetensors(model_dir: Path) -> Path:
+    return models.save_safetensors(models.compact(4), model_dir / "compact-4x.safetensors")
+
+
+def noise_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A smooth-plus-noise test picture (pure noise hides upscaler differences)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([(x * 255 / max(width - 1, 1)), (y * 255 / max(height - 1, 1)),
+                     ((x + y) * 127 / max(width + height - 2, 1))], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    return image if mode == "RGB" else image.convert(mode)
+
+
+@pytest.fixture
+def webui_png(tmp_path: Path) -> Path:
+    """A 96x64 PNG carrying the WebUI's "parameters" text chunk."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", PARAMETERS)
+    path = tmp_path / "inputs" / "lighthouse.png"
+    path.parent.mkdir()
+    noise_image(96, 64).save(path, pnginfo=info)
+    return path

@@ -1,0 +1,67 @@
+"""Random-weight spandrel models, built and saved by the tests themselves.
+
+Works with spandrel 0.3 (the WebUI's) and 0.4, whose architecture classes
+changed names.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import torch
+
+
+def _arch_class(module_name: str, *names: str) -> type:
+    module = __import__(f"spandrel.architectures.{module_name}", fromlist=list(names))
+    for name in names:
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise ImportError(f"none of {names} in spandrel.architectures.{module_name}")
+
+
+def rrdb(scale: int = 4, *, filters: int = 64, blocks: int = 23, seed: int = 0) -> torch.nn.Module:
+    """An ESRGAN RRDBNet; the defaults are the full-size 4x model (23 blocks, 64 features)."""
+    torch.manual_seed(seed)
+    cls = _arch_class("ESRGAN", "ESRGAN", "RRDBNet")
+    return cls(in_nc=3, out_nc=3, num_filters=filters, num_blocks=blocks, scale=scale).eval()
+
+
+def compact(scale: int = 2, *, features: int = 16, convs: int = 4, seed: int = 0) -> torch.nn.Module:
+    """A Real-ESRGAN SRVGGNetCompact."""
+    torch.manual_seed(seed)
+    cls = _arch_class("Compact", "Compact", "SRVGGNetCompact")
+    return cls(num_in_ch=3, num_out_ch=3, num_feat=features, num_conv=convs, upscale=scale).eval()
+
+
+def dncnn(seed: int = 0) -> torch.nn.Module:
+    """A DnCNN denoiser: a real model spandrel loads, but not an upscaler."""
+    torch.manual_seed(seed)
+    cls = _arch_class("DnCNN", "DnCNN")
+    return cls(in_nc=3, out_nc=3, nc=16, nb=5).eval()
+
+
+def save_pth(model: torch.nn.Module, path: Path) -> Path:
+    """Save a state dict as .pth the way older torch did.
+
+    Newer torch adds `.format_version` and `.storage_alignment` entries to the
+    archive, which the WebUI's safe unpickler rejects; dropping them keeps the
+    file loadable by every torch and by the WebUI.
+    """
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+        for item in source.infolist():
+            if item.filename.rsplit("/", 1)[-1] in (".format_version", ".storage_alignment"):
+                continue
+            target.writestr(item, source.read(item.filename))
+    return path
+
+
+def save_safetensors(model: torch.nn.Module, path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+
+from hires_upscale.advice import RULES, evaluate, rules_as_data
+from hires_upscale.params import HiresParams
+from hires_upscale.plan import make_plan
+
+
+def codes(params: HiresParams, source=(512, 512), family="sd15", steps=20) -> set[str]:
+    return {a.code for a in make_plan(source, params, family, first_pass_steps=steps).advice}
+
+
+def test_recommended_settings_get_no_warning():
+    assert codes(HiresParams(enabled=True, upscaler="4x-UltraSharp", denoise=0.3)) == set()
+
+
+def test_latent_below_half_denoise_is_blurry():
+    advice = make_plan((512, 512), HiresParams(upscaler="Latent", denoise=0.3)).advice
+    assert [a.code for a in advice] == ["latent_low_denoise"]
+    assert advice[0].field == "denoise" and advice[0].level == "warning" and "0.3" in advice[0].message
+    assert codes(HiresParams(upscaler="Latent", denoise=0.55)) == set()
+
+
+def test_high_denoise_with_a_model_hallucinates():
+    assert "high_denoise" in codes(HiresParams(upscaler="4x-UltraSharp", denoise=0.6))
+    assert "high_denoise" not in codes(HiresParams(upscaler="Latent", denoise=0.6))
+
+
+def test_more_than_2x_in_one_pass():
+    assert "large_pass_scale" in codes(HiresParams(scale=2.5))
+    assert "large_pass_scale" not in codes(HiresParams(scale=2.0))
+
+
+def test_too_large_for_the_family_suggests_tiled_mode():
+    assert "too_large_for_family" in codes(HiresParams(scale=2), source=(1024, 1024))
+    assert "too_large_for_family" not in codes(HiresParams(scale=2, tiled=True), source=(1024, 1024))
+    assert "too_large_for_family" not in codes(HiresParams(scale=2), source=(1024, 1024), family="sdxl")
+
+
+def test_non_multiple_of_64_is_snapped_and_said():
+    advice = make_plan((512, 512), HiresParams(resize_mode="size", width=1000, height=1000)).advice
+    snapped = next(a for a in advice if a.code == "snapped")
+    assert snapped.message == "1000x1000 is not a multiple of 64: snapped to 1024x1024."
+
+
+def test_hires_steps_far_above_first_pass():
+    assert "many_hires_steps" in codes(HiresParams(hires_steps=60), steps=20)
+    assert "many_hires_steps" not in codes(HiresParams(hires_steps=30), steps=20)
+    assert "many_hires_steps" not in codes(HiresParams(hires_steps=60), steps=None)
+
+
+def test_rules_as_data_give_the_same_answers_as_the_rules():
+    data = json.loads(json.dumps(rules_as_data()))
+    assert [r["code"] for r in data] == [r.code for r in RULES]
+    facts = make_plan((512, 512), HiresParams(upscaler="Latent", denoise=0.2, scale=3.5)).facts()
+    ops = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+           ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}
+
+    def holds(name, op, operand):
+        value = facts.get(name)
+        operand = facts.get(operand["fact"]) if isinstance(operand, dict) else operand
+        return value is not None and operand is not None and ops[op](value, operand)
+
+    from_data = [r["code"] for r in data if all(holds(*clause) for clause in r["when"])]
+    assert from_data == [a.code for a in evaluate(facts)] == ["latent_low_denoise", "large_pass_scale",
+                                                             "too_large_for_family"]

@@ -1,0 +1,112 @@
+"""The command line, run as a user runs it: a real process on real files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PARAMETERS, noise_image
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "hires_upscale", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_lanczos_2x_by_default_keeps_the_webui_text(webui_png, tmp_path):
+    out = tmp_path / "out"
+    done = run_cli("upscale", webui_png, "-o", out)
+    assert done.returncode == 0, done.stderr
+    with Image.open(out / "lighthouse.png") as result:
+        assert result.size == (192, 128)
+        assert result.text["parameters"] == PARAMETERS
+        assert "model: Lanczos" in result.text["hires-upscale"]
+    assert "96x64 ->" in done.stdout and "192x128" in done.stdout
+
+
+def test_full_size_rrdb_to_an_exact_size(webui_png, rrdb_full, tmp_path):
+    out = tmp_path / "out"
+    done = run_cli("upscale", webui_png, "--model", rrdb_full, "--width", 200, "--height", 150,
+                   "--fit", "stretch", "--sharpen", 0.3, "-o", out)
+    assert done.returncode == 0, done.stderr
+    with Image.open(out / "lighthouse.png") as result:
+        assert result.size == (200, 150)
+        assert result.text["parameters"] == PARAMETERS
+        assert "model: rrdb-full-4x" in result.text["hires-upscale"]
+    with Image.open(webui_png) as source:
+        lanczos = source.convert("RGB").resize((200, 150), Image.Resampling.LANCZOS)
+    assert Image.open(out / "lighthouse.png").convert("RGB").tobytes() != lanczos.tobytes()
+
+
+def test_scale_with_a_model(webui_png, rrdb_small, tmp_path):
+    done = run_cli("upscale", webui_png, "--model", rrdb_small, "--scale", 2, "-o", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "lighthouse.png").size == (192, 128)
+
+
+def test_a_corrupt_model_is_refused_by_name(webui_png, tmp_path):
+    broken = tmp_path / "4x-Corrupt.pth"
+    broken.write_bytes(b"PK\x03\x04 this is not a model")
+    done = run_cli("upscale", webui_png, "--model", broken, "-o", tmp_path / "out")
+    assert done.returncode == 1
+    assert "cannot use 4x-Corrupt.pth as an upscaler" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out" / "lighthouse.png").exists()
+
+
+def test_existing_outputs_are_skipped_then_replaced_only_when_asked(webui_png, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lighthouse.png").write_bytes(b"precious")
+    skipped = run_cli("upscale", webui_png, "-o", out)
+    assert skipped.returncode == 0 and "skip" in skipped.stdout
+    assert (out / "lighthouse.png").read_bytes() == b"precious"
+    replaced = run_cli("upscale", webui_png, "-o", out, "--overwrite")
+    assert replaced.returncode == 0
+    assert Image.open(out / "lighthouse.png").size == (192, 128)
+    assert sorted(p.name for p in out.iterdir()) == ["lighthouse.png"]
+
+
+def test_never_writes_over_its_input(webui_png):
+    before = webui_png.read_bytes()
+    done = run_cli("upscale", webui_png, "-o", webui_png.parent, "--overwrite")
+    assert done.returncode == 1 and "already exists" in done.stderr
+    assert webui_png.read_bytes() == before
+
+
+def test_folders_and_bad_files_in_a_batch(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    noise_image(30, 20).save(folder / "a.png")
+    noise_image(20, 30).save(folder / "b.jpg")
+    (folder / "c.png").write_bytes(b"not an image")
+    done = run_cli("upscale", folder, "--width", 64, "-o", tmp_path / "out")
+    assert done.returncode == 1
+    assert "c.png" in done.stderr and "Traceback" not in done.stderr
+    assert Image.open(tmp_path / "out" / "a.png").size == (64, 43)
+    assert Image.open(tmp_path / "out" / "b.png").size == (64, 96)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scale", "9"], "scale: 9.0 is not allowed"),
+    (["--scale", "2", "--width", "100"], "either --scale or --width/--height"),
+    (["--sharpen", "3"], "sharpen_strength"),
+])
+def test_bad_options_say_what_is_allowed(webui_png, tmp_path, args, message):
+    done = run_cli("upscale", webui_png, "-o", tmp_path, *args)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_inputs_with_the_same_name_are_refused(tmp_path):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        noise_image(8, 8).save(tmp_path / sub / "same.png")
+    done = run_cli("upscale", tmp_path / "x" / "same.png", tmp_path / "y" / "same.png", "-o", tmp_path / "out")
+    assert done.returncode == 2 and "same output" in done.stderr

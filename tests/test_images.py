@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+from conftest import PARAMETERS, noise_image
+from PIL import Image, PngImagePlugin
+
+from hires_upscale.errors import ImageLoadError, OutputExistsError
+from hires_upscale.images import open_image, save_png, text_chunks
+
+
+def test_text_chunks_survive_a_save(webui_png, tmp_path):
+    image = open_image(webui_png)
+    assert text_chunks(image)["parameters"] == PARAMETERS
+    out = save_png(image, tmp_path / "out.png", text={**text_chunks(image), "note": "naïve ✓"})
+    with Image.open(out) as saved:
+        assert saved.text["parameters"] == PARAMETERS and saved.text["note"] == "naïve ✓"
+
+
+def test_never_replaces_a_file_unless_asked(tmp_path):
+    target = tmp_path / "x.png"
+    target.write_bytes(b"user data")
+    with pytest.raises(OutputExistsError, match="x.png already exists"):
+        save_png(noise_image(8, 8), target)
+    assert target.read_bytes() == b"user data"
+    save_png(noise_image(8, 8), target, overwrite=True)
+    assert Image.open(target).size == (8, 8)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary file left behind
+
+
+def test_modes_and_orientation(tmp_path):
+    palette = noise_image(10, 10).convert("P")
+    palette.save(tmp_path / "p.png")
+    assert open_image(tmp_path / "p.png").mode == "RGB"
+    deep = Image.new("I;16", (4, 4), 65535)
+    deep.save(tmp_path / "deep.png")
+    assert open_image(tmp_path / "deep.png").getpixel((0, 0)) == 255
+    cmyk = noise_image(6, 6).convert("CMYK")
+    cmyk.save(tmp_path / "c.jpg")
+    assert open_image(tmp_path / "c.jpg").mode == "RGB"
+    rotated = noise_image(20, 10)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    rotated.save(tmp_path / "r.jpg", exif=exif)
+    assert open_image(tmp_path / "r.jpg").size == (10, 20)
+
+
+def test_unreadable_files_are_named(tmp_path):
+    bad = tmp_path / "not-an-image.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ImageLoadError, match="not-an-image.png"):
+        open_image(bad)
+    with pytest.raises(ImageLoadError, match="missing.png"):
+        open_image(tmp_path / "missing.png")
+
+
+def test_itxt_chunks_are_read(tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("parameters", "un chat, été")
+    noise_image(4, 4).save(tmp_path / "i.png", pnginfo=info)
+    assert text_chunks(open_image(tmp_path / "i.png"))["parameters"] == "un chat, été"

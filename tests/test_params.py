@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hires_upscale.errors import ParamsError
+from hires_upscale.infotext import format_fields, parse_fields, parse_parameters
+from hires_upscale.params import MAX_SEED, HiresParams, field_names, json_schema, upscaler_kind
+
+
+def test_defaults_follow_the_guides_and_mean_off():
+    params = HiresParams()
+    assert params.enabled is False
+    assert params.denoise == 0.3
+    assert params.hires_steps == 0
+    assert params.sharpen is False and params.sharpen_strength == 0.3
+    assert params.seed == -1 and params.cfg_scale == 0 and params.negative_prompt is None
+    assert params.errors() == []
+
+
+def test_every_error_names_field_value_and_what_is_allowed():
+    with pytest.raises(ParamsError) as caught:
+        HiresParams.from_mapping({"denoise": 1.5, "resize_mode": "double", "hires_steps": 2.5, "colour": "red"})
+    errors = {e.field: e for e in caught.value.errors}
+    assert set(errors) == {"denoise", "resize_mode", "hires_steps", "colour"}
+    assert errors["denoise"].value == 1.5 and "from 0 to 1" in errors["denoise"].allowed
+    assert "'scale', 'size', 'preset'" in errors["resize_mode"].allowed
+    assert "an integer" in errors["hires_steps"].allowed
+    assert "enabled" in errors["colour"].allowed
+    assert "denoise: 1.5 is not allowed" in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "nan", True, [0.3], {"v": 1}])
+def test_numbers_refuse_nan_inf_bools_and_containers(bad):
+    with pytest.raises(ParamsError) as caught:
+        HiresParams.from_mapping({"denoise": bad})
+    assert caught.value.errors[0].field == "denoise"
+
+
+def test_cross_field_rules():
+    with pytest.raises(ParamsError, match="width"):
+        HiresParams.from_mapping({"resize_mode": "size"})
+    with pytest.raises(ParamsError, match="preset"):
+        HiresParams.from_mapping({"resize_mode": "preset"})
+    assert HiresParams.from_mapping({"resize_mode": "size", "height": 1536}).height == 1536
+
+
+def test_text_values_are_coerced_like_infotext_gives_them():
+    params = HiresParams.from_mapping({"enabled": "True", "denoise": "0.35", "hires_steps": "12", "tiled": "false"})
+    assert (params.enabled, params.denoise, params.hires_steps, params.tiled) == (True, 0.35, 12, False)
+
+
+def test_upscaler_kinds():
+    assert upscaler_kind("4x-UltraSharp") == "model"
+    assert upscaler_kind("R-ESRGAN 4x+ Anime6B") == "model"
+    assert upscaler_kind("Latent (nearest-exact)") == "latent"
+    assert upscaler_kind("Lanczos") == "pixel"
+    assert upscaler_kind("None") == "none"
+
+
+params_strategy = st.builds(
+    HiresParams,
+    enabled=st.booleans(),
+    upscaler=st.sampled_from(["4x-UltraSharp", "Latent (antialiased)", "Lanczos", "R-ESRGAN 4x+, v2: x"]),
+    resize_mode=st.just("scale"),
+    scale=st.floats(1, 8).map(lambda v: round(v, 2)),
+    width=st.integers(0, 16384),
+    height=st.integers(0, 16384),
+    preset=st.sampled_from(["", "2x"]),
+    fit=st.sampled_from(["crop", "fill", "stretch"]),
+    denoise=st.floats(0, 1),
+    hires_steps=st.integers(0, 150),
+    sampler=st.sampled_from(["", "DPM++ 2M", "Euler a"]),
+    scheduler=st.sampled_from(["", "Karras"]),
+    tiled=st.booleans(),
+    tile_size=st.integers(0, 4096),
+    sharpen=st.booleans(),
+    sharpen_strength=st.floats(0, 1),
+    seed=st.integers(-1, MAX_SEED),
+    cfg_scale=st.floats(0, 30),
+    negative_prompt=st.one_of(st.none(), st.text(max_size=40).filter(lambda s: s.strip() == s and s != "None")),
+)
+
+
+@given(params_strategy)
+def test_infotext_round_trip_through_the_webui_line_format(params):
+    line = "Steps: 20, Sampler: Euler a, CFG scale: 7, " + format_fields(params.infotext_fields())
+    parsed = parse_fields(line)
+    assert HiresParams.from_infotext_fields(parsed) == params
+
+
+def test_infotext_never_uses_the_webuis_own_hires_keys():
+    # Pasting "Hires upscale" or "Hires upscaler" would switch the built-in hires fix on.
+    fields = HiresParams(enabled=True, sharpen=True).infotext_fields()
+    assert "Hires upscale" not in fields and "Hires upscaler" not in fields
+    assert all(key.startswith("Hires upscale ") for key in fields)
+
+
+def test_infotext_without_our_fields_gives_none():
+    info = parse_parameters("a cat\nSteps: 20, Sampler: Euler, Hires upscale: 2, Hires upscaler: Latent")
+    assert HiresParams.from_infotext_fields(info.fields) is None
+
+
+@given(params_strategy)
+def test_json_schema_accepts_every_valid_parameter_set(params):
+    jsonschema.validate(params.as_dict(), json_schema())
+
+
+def test_json_schema_is_json_and_covers_every_field_in_order():
+    schema = json.loads(json.dumps(json_schema()))
+    assert list(schema["properties"]) == list(field_names())
+    assert schema["properties"]["denoise"]["default"] == 0.3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"denoise": 2}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"unknown": 1}, schema)

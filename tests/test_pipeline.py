@@ -1,0 +1,117 @@
+"""The orchestrator, driven through a recording img2img stand-in.
+
+The stand-in is a test double for the WebUI: it proves the order of stages,
+what the second pass receives, progress and interruption. That the WebUI's own
+img2img does the second pass is proven in tests/webui against a real WebUI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from conftest import noise_image
+from PIL import Image, ImageFilter
+
+from hires_upscale.errors import Interrupted
+from hires_upscale.params import HiresParams
+from hires_upscale.pipeline import SECOND_PASS, SHARPEN, UPSCALE, Pipeline
+from hires_upscale.plan import Plan
+from hires_upscale.upscaler import load_model, resolve_upscaler
+
+
+@dataclass
+class RecordingImg2Img:
+    model_family: str = "sd15"
+    steps_before_stop: int | None = None
+    calls: list[tuple[tuple[int, int], Plan]] = field(default_factory=list)
+
+    def second_pass(self, image, plan, *, progress, should_stop):
+        self.calls.append((image.size, plan))
+        steps = plan.steps or 1
+        for step in range(steps):
+            if should_stop():
+                raise Interrupted(f"stopped at step {step}")
+            progress(step + 1, steps)
+        return image.resize(plan.target).filter(ImageFilter.SMOOTH)
+
+
+def lanczos_pipeline(backend=None) -> Pipeline:
+    return Pipeline(lambda name: resolve_upscaler(name), backend)
+
+
+def test_stages_in_order_with_progress(rrdb_small):
+    backend = RecordingImg2Img()
+    seen = []
+    pipeline = Pipeline(lambda name: load_model(rrdb_small, device="cpu"), backend)
+    params = HiresParams(enabled=True, upscaler="4x-test", scale=2, hires_steps=3, sharpen=True)
+    result = pipeline.run(noise_image(64, 48), params, first_pass_steps=20,
+                          progress=lambda *event: seen.append(event))
+    assert result.stages == [UPSCALE, SECOND_PASS, SHARPEN] and not result.interrupted
+    assert result.image.size == (128, 128)  # 96 snaps to 128: 64x48 * 2 = 128x96 -> 128x128 cropped
+    assert backend.calls[0][0] == (128, 128) and backend.calls[0][1].steps == 3
+    assert [e[0] for e in seen] == [UPSCALE, SECOND_PASS, SECOND_PASS, SECOND_PASS, SHARPEN]
+    assert seen[-2] == (SECOND_PASS, 3, 3)
+    assert result.infotext_fields["Hires upscale to"] == "128x128"
+
+
+def test_hires_steps_zero_means_the_first_pass_steps():
+    backend = RecordingImg2Img()
+    lanczos_pipeline(backend).run(noise_image(64, 64), HiresParams(enabled=True), first_pass_steps=7)
+    assert backend.calls[0][1].steps == 7
+
+
+def test_latent_upscalers_hand_the_source_to_the_backend():
+    backend = RecordingImg2Img()
+    result = lanczos_pipeline(backend).run(noise_image(64, 64), HiresParams(upscaler="Latent", denoise=0.6))
+    assert backend.calls[0][0] == (64, 64) and result.stages == [SECOND_PASS]
+    assert result.image.size == (128, 128)
+
+
+def test_denoise_zero_is_upscale_only():
+    backend = RecordingImg2Img()
+    result = lanczos_pipeline(backend).run(noise_image(64, 64), HiresParams(denoise=0))
+    assert backend.calls == [] and result.stages == [UPSCALE] and result.image.size == (128, 128)
+
+
+def test_sharpen_runs_once_on_the_final_image():
+    class Spy(RecordingImg2Img):
+        def second_pass(self, image, plan, *, progress, should_stop):
+            self.received = image.copy()
+            return super().second_pass(image, plan, progress=progress, should_stop=should_stop)
+
+    backend = Spy()
+    plain = lanczos_pipeline(backend).run(noise_image(64, 64), HiresParams(sharpen=False)).image
+    unsharpened_input = backend.received
+    sharpened = lanczos_pipeline(backend).run(noise_image(64, 64), HiresParams(sharpen=True)).image
+    assert backend.received.tobytes() == unsharpened_input.tobytes()  # not sharpened before the pass
+    assert sharpened.tobytes() != plain.tobytes()
+
+
+def test_interruption_keeps_the_last_finished_stage():
+    source = noise_image(64, 64)
+    stop_now = lanczos_pipeline(RecordingImg2Img()).run(source, HiresParams(), should_stop=lambda: True)
+    assert stop_now.interrupted and stop_now.stages == [] and stop_now.image is source
+
+    backend = RecordingImg2Img()
+    asked = []
+
+    def stop_during_second_pass():
+        asked.append(1)
+        return len(asked) > 2
+
+    result = lanczos_pipeline(backend).run(source, HiresParams(hires_steps=5), should_stop=stop_during_second_pass)
+    assert result.interrupted and result.stages == [UPSCALE]
+    assert result.image.size == (128, 128)
+
+
+def test_without_a_backend_it_upscales_and_sharpens():
+    result = lanczos_pipeline().run(noise_image(50, 40), HiresParams(sharpen=True, scale=1.5))
+    assert result.stages == [UPSCALE, SHARPEN] and result.image.size == (64, 64)
+    exact = Pipeline(resolve_upscaler, snap_multiple=1).run(noise_image(50, 40), HiresParams(scale=1.5))
+    assert exact.image.size == (75, 60)
+
+
+def test_advice_travels_with_the_result():
+    result = lanczos_pipeline(RecordingImg2Img()).run(noise_image(64, 64), HiresParams(denoise=0.7))
+    assert [a["code"] for a in result.advice] == ["high_denoise"]
+    assert isinstance(result.image, Image.Image)
