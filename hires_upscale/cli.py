@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import FieldError, HiresUpscaleError, OutputExistsError, ParamsError
-from .images import IMAGE_SUFFIXES, open_image, save_png, text_chunks
+from .errors import FieldError, HiresUpscaleError, ParamsError
+from .folders import OutputClashError, image_files, plan_jobs
+from .images import open_image, save_png, text_chunks
 from .infotext import format_fields
 from .params import HiresParams
 from .pipeline import Pipeline
@@ -74,10 +75,7 @@ def _params(args: argparse.Namespace) -> HiresParams:
 def _expand(inputs: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for item in inputs:
-        if item.is_dir():
-            files.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
-        else:
-            files.append(item)
+        files.extend(image_files(item) if item.is_dir() else [item])
     return files
 
 
@@ -87,11 +85,10 @@ def upscale_command(args: argparse.Namespace) -> int:
     except HiresUpscaleError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    files = _expand(args.inputs)
-    outputs = {f: args.output_dir / f"{f.stem}.png" for f in files}
-    clashes = sorted({str(o) for o in outputs.values() if list(outputs.values()).count(o) > 1})
-    if clashes:
-        print(f"error: several inputs would write the same output: {', '.join(clashes)}", file=sys.stderr)
+    try:
+        jobs = plan_jobs(_expand(args.inputs), args.output_dir)
+    except OutputClashError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         upscaler = resolve_upscaler(args.model, device=args.device, precision=args.precision,
@@ -102,10 +99,8 @@ def upscale_command(args: argparse.Namespace) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(lambda _name: upscaler, backend=None, snap_multiple=1)
     failed = 0
-    for source, output in outputs.items():
+    for source, output in ((job.source, job.output) for job in jobs):
         try:
-            if source.resolve() == output.resolve():
-                raise OutputExistsError(output)
             if output.exists() and not args.overwrite:
                 print(f"skip {source}: {output} exists (--overwrite replaces it)")
                 continue

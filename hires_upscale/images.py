@@ -7,6 +7,9 @@ Unless asked to, an existing file is never replaced.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +19,8 @@ from PIL import Image, ImageOps, PngImagePlugin
 from .errors import ImageLoadError, OutputExistsError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+#: Larger inputs are refused before their pixels are decoded (about 8192x8192).
+MAX_INPUT_PIXELS = 8192 * 8192
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -25,11 +30,35 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
     """
     path = Path(path)
     try:
-        with Image.open(path) as opened:
+        with open(path, "rb") as stream:
+            return _decode(stream, path)
+    except OSError as error:
+        raise ImageLoadError(path, error.strerror or str(error)) from None
+
+
+def decode_base64_image(data: str, name: str = "image") -> Image.Image:
+    """An image sent as base64 (a `data:image/...;base64,` prefix is allowed), like `open_image`."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageLoadError(Path(name), "it is not valid base64") from None
+    return _decode(io.BytesIO(raw), Path(name))
+
+
+def _decode(stream, path: Path) -> Image.Image:
+    try:
+        with Image.open(stream) as opened:
+            width, height = opened.size
+            if width * height > MAX_INPUT_PIXELS:
+                raise ImageLoadError(path, f"{width}x{height} is more than the {MAX_INPUT_PIXELS:,} pixels allowed")
             opened.seek(0)
             info = dict(opened.info)
             image = ImageOps.exif_transpose(opened)
             image.load()
+    except ImageLoadError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageLoadError(path, str(error) or type(error).__name__) from None
     image = _normalise_mode(image)

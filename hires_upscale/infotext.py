@@ -106,3 +106,18 @@ def parse_parameters(text: str) -> GenerationInfo:
         else:
             prompt.append(line)
     return GenerationInfo("\n".join(prompt), "\n".join(negative), fields)
+
+
+def with_fields(text: str, fields: Mapping[str, object], *, replace_prefix: str = "Hires upscale ") -> str:
+    """`text` with `fields` on its settings line (a new line if it has none).
+
+    Earlier keys starting with `replace_prefix` are dropped first, so upscaling
+    an image twice records the last run, not a mix of both.
+    """
+    lines = text.rstrip("\n").split("\n") if text.strip() else []
+    if lines and len(_PARAM.findall(lines[-1])) >= 3:
+        kept = {k: v for k, v in parse_fields(lines[-1]).items() if not k.startswith(replace_prefix)}
+        lines[-1] = format_fields({**kept, **fields})
+    else:
+        lines.append(format_fields(fields))
+    return "\n".join(lines)

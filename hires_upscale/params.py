@@ -334,3 +334,8 @@ def json_schema() -> dict[str, Any]:
 def field_names() -> tuple[str, ...]:
     """Field names in declaration order (the order of the WebUI script's arguments)."""
     return tuple(f.name for f in dataclasses.fields(HiresParams))
+
+
+#: The WebUI script's arguments, in `ui()` order: what `alwayson_scripts` "args" lists.
+#: The existing-image overrides (seed, cfg_scale, negative_prompt) are not among them.
+SCRIPT_FIELDS: tuple[str, ...] = field_names()[: field_names().index("sharpen_strength") + 1]

@@ -123,8 +123,7 @@ def _available_bytes(device: torch.device) -> int:
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, torch.OutOfMemoryError):
-        return True
+    # torch.cuda.OutOfMemoryError subclasses RuntimeError; CPU allocators raise a plain RuntimeError.
     text = str(error)
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
@@ -189,7 +188,7 @@ class ModelUpscaler:
                 return run_tiled(self._run_model, image.to(self.device), grid, scale=self.scale,
                                  out_channels=self.descriptor.output_channels,  # type: ignore[attr-defined]
                                  on_tile=progress, should_stop=should_stop)
-            except (RuntimeError, torch.OutOfMemoryError) as error:
+            except RuntimeError as error:
                 if not _is_out_of_memory(error) or grid.tile_size <= MIN_TILE:
                     raise
                 tile = max(MIN_TILE, grid.tile_size // 2)

@@ -7,6 +7,7 @@ changed names.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -45,19 +46,22 @@ def dncnn(seed: int = 0) -> torch.nn.Module:
 def save_pth(model: torch.nn.Module, path: Path) -> Path:
     """Save a state dict as .pth the way older torch did.
 
-    Newer torch adds `.format_version` and `.storage_alignment` entries to the
-    archive, which the WebUI's safe unpickler rejects; dropping them keeps the
-    file loadable by every torch and by the WebUI.
+    Newer torch adds archive entries (`.format_version`, `.storage_alignment`,
+    `byteorder`, ...) that the WebUI's safe unpickler rejects (v1.6 allows only
+    data.pkl, version and data/N); keeping just those makes a file every torch
+    and every WebUI version loads.
     """
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
     with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
         for item in source.infolist():
-            if item.filename.rsplit("/", 1)[-1] in (".format_version", ".storage_alignment"):
-                continue
-            target.writestr(item, source.read(item.filename))
+            if _HOST_ALLOWED_ENTRY.match(item.filename):
+                target.writestr(item, source.read(item.filename))
     return path
+
+
+_HOST_ALLOWED_ENTRY = re.compile(r"^[^/]+/((data/\d+)|version|data\.pkl)$")
 
 
 def save_safetensors(model: torch.nn.Module, path: Path) -> Path:

@@ -77,7 +77,7 @@ def test_existing_outputs_are_skipped_then_replaced_only_when_asked(webui_png, t
 def test_never_writes_over_its_input(webui_png):
     before = webui_png.read_bytes()
     done = run_cli("upscale", webui_png, "-o", webui_png.parent, "--overwrite")
-    assert done.returncode == 1 and "already exists" in done.stderr
+    assert done.returncode == 2 and "would replace its input" in done.stderr
     assert webui_png.read_bytes() == before
 
 
@@ -109,4 +109,4 @@ def test_inputs_with_the_same_name_are_refused(tmp_path):
         (tmp_path / sub).mkdir()
         noise_image(8, 8).save(tmp_path / sub / "same.png")
     done = run_cli("upscale", tmp_path / "x" / "same.png", tmp_path / "y" / "same.png", "-o", tmp_path / "out")
-    assert done.returncode == 2 and "same output" in done.stderr
+    assert done.returncode == 2 and "would both write" in done.stderr

@@ -1,0 +1,133 @@
+"""HTTP routes under /hires-upscale/v1/, as a FastAPI router.
+
+The router talks to the WebUI only through an `ApiHost` (see `service.WebUIApiHost`),
+so it can be mounted on a plain FastAPI app in tests. The request models use
+only what pydantic v1 (A1111) and v2 (Forge) both accept. Every bad request is
+a 422 whose `detail` has the FastAPI shape: `loc` names the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any, Protocol
+
+from fastapi import APIRouter, HTTPException
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from ..errors import FieldError, HiresUpscaleError, ParamsError
+from ..images import decode_base64_image
+from ..params import HiresParams
+
+PREFIX = "/hires-upscale/v1"
+#: Images per request: each one is a full second pass.
+MAX_IMAGES = 16
+
+
+class UpscaleRequest(BaseModel):
+    images: list[str] = Field(default_factory=list, description="Images as base64 (PNG, JPEG, WebP; data: URLs "
+                              "accepted). PNGs made by the WebUI carry their prompt and seed.")
+    paths: list[str] = Field(default_factory=list, description="Image files inside the allowed folders (the "
+                             "WebUI's output folders and those in the settings).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Hires upscale parameters (GET options: "
+                                   "'schema'); unset ones take their defaults.")
+
+
+class UpscaledImage(BaseModel):
+    name: str
+    image: str = Field(description="base64 PNG with its parameters text")
+    infotext: str
+    width: int
+    height: int
+    source_width: int
+    source_height: int
+    warnings: list[dict[str, str]]
+    interrupted: bool
+
+
+class UpscaleResponse(BaseModel):
+    images: list[UpscaledImage]
+
+
+class ApiHost(Protocol):
+    def options(self) -> dict[str, Any]: ...
+
+    def base_params(self, overrides: dict[str, Any]) -> HiresParams: ...
+
+    def open_path(self, path: str) -> tuple[str, Image.Image]: ...
+
+    def run(self, items: list[tuple[str, Image.Image]], params: HiresParams) -> list[Any]: ...
+
+
+def unprocessable(errors: list[FieldError], *location: str | int) -> HTTPException:
+    """422 with one entry per field error, located like FastAPI's own validation errors."""
+    detail = [{"loc": ["body", *location, e.field], "msg": e.message, "type": "value_error"} for e in errors]
+    return HTTPException(status_code=422, detail=detail)
+
+
+def unprocessable_at(message: str, *location: str | int) -> HTTPException:
+    return HTTPException(status_code=422, detail=[{"loc": ["body", *location], "msg": message,
+                                                   "type": "value_error"}])
+
+
+def _png_base64(image: Image.Image) -> str:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if image.info.get("parameters"):
+        info.add_text("parameters", image.info["parameters"])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def build_router(host: ApiHost) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["Hires upscale"])
+
+    @router.get("/options")
+    def options() -> dict[str, Any]:
+        """Upscalers, presets, defaults, limits, the parameters' JSON schema and the advice rules."""
+        return host.options()
+
+    @router.post("/upscale", response_model=UpscaleResponse)
+    def upscale(request: UpscaleRequest) -> UpscaleResponse:
+        """Hires-upscale existing images: upscale, img2img second pass with each image's own prompt
+        and seed (from its PNG info), optional sharpen."""
+        try:
+            params = host.base_params(request.params)
+        except ParamsError as error:
+            raise unprocessable(error.errors, "params") from None
+        count = len(request.images) + len(request.paths)
+        if count == 0:
+            raise unprocessable([FieldError("images", [], "at least one image in 'images' or 'paths'")])
+        if count > MAX_IMAGES:
+            raise unprocessable([FieldError("images", count, f"at most {MAX_IMAGES} images per request")])
+        items: list[tuple[str, Image.Image]] = []
+        for index, data in enumerate(request.images):
+            try:
+                items.append((f"image {index + 1}", decode_base64_image(data)))
+            except HiresUpscaleError as error:
+                raise unprocessable_at(str(error), "images", index) from None
+        for index, path in enumerate(request.paths):
+            try:
+                items.append(host.open_path(path))
+            except HiresUpscaleError as error:
+                raise unprocessable_at(str(error), "paths", index) from None
+        try:
+            results = host.run(items, params)
+        except ParamsError as error:
+            raise unprocessable(error.errors, "params") from None
+        except HiresUpscaleError as error:
+            raise unprocessable_at(str(error), "params") from None
+        return UpscaleResponse(images=[
+            UpscaledImage(
+                name=done.name, image=_png_base64(done.result.image), infotext=done.infotext,
+                width=done.result.image.width, height=done.result.image.height,
+                source_width=done.result.plan.source[0], source_height=done.result.plan.source[1],
+                warnings=done.result.advice, interrupted=done.result.interrupted,
+            )
+            for done in results
+        ])
+
+    return router

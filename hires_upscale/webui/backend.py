@@ -1,0 +1,226 @@
+"""The core's Backend and upscalers, implemented with the WebUI's own processing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from ..errors import FieldError, Interrupted, ModelLoadError, ParamsError
+from ..infotext import GenerationInfo
+from ..params import HiresParams, upscaler_kind
+from ..plan import Plan
+from ..upscaler import ImageUpscaler, LanczosUpscaler, load_model
+from . import compat
+
+log = logging.getLogger("hires_upscale")
+
+
+@dataclass
+class Generation:
+    """What the second pass repeats from the first pass of one image."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    sampler_name: str | None = None
+    scheduler: str | None = None
+    cfg_scale: float = 7.0
+    steps: int = 20
+    #: WebUI settings for the pass: the checkpoint and CLIP skip of an existing image
+    override_settings: dict[str, Any] = field(default_factory=dict)
+    outpath_samples: str | None = None
+
+    @classmethod
+    def from_processing(cls, p: Any, index: int) -> Generation:
+        """The prompt (LoRA tags and styles included), seed and settings of image `index` of a job."""
+        return cls(
+            prompt=p.all_prompts[index],
+            negative_prompt=p.all_negative_prompts[index],
+            seed=p.all_seeds[index],
+            subseed=p.all_subseeds[index],
+            subseed_strength=p.subseed_strength,
+            sampler_name=p.sampler_name,
+            scheduler=getattr(p, "scheduler", None),
+            cfg_scale=p.cfg_scale,
+            steps=p.steps,
+            override_settings=dict(getattr(p, "override_settings", None) or {}),
+            outpath_samples=p.outpath_samples,
+        )
+
+    @classmethod
+    def from_info(cls, info: GenerationInfo, params: HiresParams) -> Generation:
+        """From an image's PNG info, with the overrides of the existing-image path."""
+        if not info.prompt and not info.fields:
+            raise ParamsError([FieldError("image", "no PNG info", "an image made by the WebUI (its parameters "
+                                          "text is read for prompt and seed)")])
+        fields = info.fields
+        override_settings: dict[str, Any] = {}
+        if "Model" in fields:
+            title = compat.find_checkpoint(fields["Model"])
+            if title is None:
+                log.warning("hires upscale: checkpoint %r of the image is not here; using the loaded one",
+                            fields["Model"])
+            else:
+                override_settings["sd_model_checkpoint"] = title
+        if "Clip skip" in fields:
+            override_settings["CLIP_stop_at_last_layers"] = int(fields["Clip skip"])
+        return cls(
+            prompt=info.prompt,
+            negative_prompt=info.negative_prompt if params.negative_prompt is None else params.negative_prompt,
+            seed=params.seed if params.seed >= 0 else (info.seed if info.seed is not None else -1),
+            subseed=int(fields.get("Variation seed", -1)),
+            subseed_strength=float(fields.get("Variation seed strength", 0)),
+            sampler_name=fields.get("Sampler"),
+            scheduler=fields.get("Schedule type"),
+            cfg_scale=params.cfg_scale or info.cfg_scale or 7.0,
+            steps=info.steps or 20,
+            override_settings=override_settings,
+        )
+
+
+class WebUIBackend:
+    """The second pass as a WebUI img2img job (same prompt, seed and model; exact hires steps)."""
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+        self.model_family = compat.model_family()
+
+    def second_pass(
+        self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None], should_stop: Callable[[], bool]
+    ) -> Image.Image:
+        from modules import processing
+
+        if should_stop():
+            raise Interrupted("stopped before the second pass")
+        gen, params = self.generation, plan.params
+        width, height = plan.target
+        img2img = compat.make_img2img(
+            outpath_samples=gen.outpath_samples,
+            prompt=gen.prompt,
+            negative_prompt=gen.negative_prompt,
+            styles=[],  # the prompts already carry the styles
+            seed=gen.seed,
+            subseed=gen.subseed,
+            subseed_strength=gen.subseed_strength,
+            sampler_name=params.sampler or gen.sampler_name,
+            scheduler=params.scheduler or gen.scheduler,
+            cfg_scale=gen.cfg_scale,
+            steps=plan.steps or gen.steps,
+            width=width,
+            height=height,
+            init_images=[image],
+            # 3 = the WebUI's "Just resize (latent upscale)": the image is encoded at its
+            # own size and the latent is resized, which is what latent upscalers mean.
+            resize_mode=3 if plan.upscaler_kind == "latent" else 0,
+            denoising_strength=params.denoise,
+            batch_size=1,
+            n_iter=1,
+            do_not_save_samples=True,
+            do_not_save_grid=True,
+            # exactly `steps` steps, not steps x denoise
+            override_settings={**gen.override_settings, "img2img_fix_steps": True},
+        )
+        img2img.scripts = None  # no extension (ours included) runs inside our pass
+        img2img.script_args = []
+        compat.add_job()
+        try:
+            processed = processing.process_images(img2img)
+        finally:
+            img2img.close()
+        if compat.should_stop():
+            # A sampler stopped mid-way leaves a half-denoised image: keep the upscaled one instead.
+            raise Interrupted("stopped during the second pass")
+        if not processed.images:
+            raise RuntimeError("the WebUI's img2img returned no image")
+        progress(1, 1)
+        return processed.images[0]
+
+
+class HostUpscaler:
+    """A WebUI upscaler our engine does not run (LDSR, SwinIR, ScuNET, Nearest...), through its own code."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.name = data.name
+
+    def upscale(self, image: Image.Image, size: tuple[int, int], *, progress=None, should_stop=None) -> Image.Image:
+        if should_stop is not None and should_stop():
+            raise Interrupted("stopped before upscaling")
+        scale = max(size[0] / image.width, size[1] / image.height)
+        result = self.data.scaler.upscale(image.convert("RGB"), scale, self.data.data_path)
+        if scale > 1 and result.size == image.size:
+            # The WebUI's upscalers log their failure and hand the input back: say it.
+            raise RuntimeError(f"the WebUI's upscaler {self.name} returned the image unchanged "
+                               "(see the console for its error)")
+        if progress is not None:
+            progress(1, 1)
+        return result.resize(size, Image.Resampling.LANCZOS) if result.size != size else result
+
+
+def upscaler_choices() -> list[str]:
+    """Upscaler names for the dropdown: models our engine runs, other model upscalers,
+    latent modes, then Lanczos / Nearest / None."""
+    hosts = compat.host_upscalers()
+    engine = [u.name for u in hosts if compat.engine_model_path(u) is not None]
+    others = [u.name for u in hosts if u.name not in engine and upscaler_kind(u.name) == "model"]
+    plain = [u.name for u in hosts if upscaler_kind(u.name) in ("pixel", "none")]
+    names = engine + others + compat.latent_modes() + plain
+    return list(dict.fromkeys(names)) or ["Lanczos"]
+
+
+def default_upscaler() -> str:
+    """The settings' default upscaler, else the first model file our engine runs, else Lanczos."""
+    choices = upscaler_choices()
+    configured = compat.opt("hires_upscale_default_upscaler", "")
+    if configured and configured in choices:
+        return configured
+    engine = [u.name for u in compat.host_upscalers() if compat.engine_model_path(u) is not None]
+    return engine[0] if engine else "Lanczos"
+
+
+def engine_settings(params: HiresParams) -> dict[str, Any]:
+    """Tile size and precision for our engine: run parameters, then flags, then settings."""
+    tile = params.tile_size or compat.cmd_option("hires_upscale_tile_size") or compat.opt("hires_upscale_tile_size", 0)
+    fp32 = bool(compat.cmd_option("hires_upscale_fp32", False) or compat.opt("hires_upscale_fp32", False))
+    return {"tile_size": int(tile or 0), "precision": "fp32" if fp32 else "auto"}
+
+
+def upscaler_for(params: HiresParams) -> Callable[[str], ImageUpscaler]:
+    """Maps an upscaler name to our engine (local ESRGAN-family files) or the WebUI's upscaler."""
+
+    def resolve(name: str) -> ImageUpscaler:
+        for data in compat.host_upscalers():
+            if data.name != name:
+                continue
+            path = compat.engine_model_path(data)
+            if path is not None:
+                try:
+                    return load_model(path, device=compat.upscaler_device(), **engine_settings(params))
+                except ModelLoadError as error:
+                    refusal = compat.safe_unpickle_refusal(path)
+                    if refusal is not None:
+                        raise ModelLoadError(path, refusal) from error
+                    raise
+            if upscaler_kind(name) == "pixel" and name.lower() == "lanczos":
+                return LanczosUpscaler()
+            return HostUpscaler(data)
+        raise _unknown_upscaler(name)
+
+    return resolve
+
+
+def _unknown_upscaler(name: str) -> ParamsError:
+    allowed = ", ".join(upscaler_choices())
+    return ParamsError([FieldError("upscaler", name, f"one of the WebUI's upscalers: {allowed}")])
+
+
+def check_upscaler(name: str) -> None:
+    """Refuse an upscaler name the WebUI does not have, before any work starts."""
+    if name not in upscaler_choices():
+        raise _unknown_upscaler(name)

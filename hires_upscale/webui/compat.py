@@ -1,0 +1,264 @@
+"""Every difference between WebUI versions (A1111 v1.6-v1.10, Forge), in one place.
+
+The rest of the adapter calls these names and never checks a version itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from modules import processing, scripts, shared
+
+try:  # v1.8+
+    from modules import infotext_utils as infotext_module
+except ImportError:  # v1.6, v1.7
+    from modules import generation_parameters_copypaste as infotext_module  # type: ignore[no-redef]
+
+#: v1.8+ runs postprocess_image_after_composite on the composited (inpaint) image.
+HAS_AFTER_COMPOSITE: bool = hasattr(scripts.Script, "postprocess_image_after_composite")
+
+#: The upscaler families whose model files our spandrel engine runs; the rest
+#: (LDSR, ScuNET, SwinIR, Lanczos, ...) go through the WebUI's own upscaler.
+ENGINE_SCALER_NAMES = frozenset({"ESRGAN", "RealESRGAN", "DAT"})
+
+
+def input_accordion(value: bool, label: str, elem_id: str) -> Any:
+    """The WebUI's InputAccordion: a class in A1111 (v1.6+), a function in Forge; both used alike."""
+    from modules.ui_components import InputAccordion
+
+    return InputAccordion(value, label=label, elem_id=elem_id)
+
+
+def tool_button(symbol: str, elem_id: str, tooltip: str) -> Any:
+    from modules.ui_components import ToolButton
+
+    return ToolButton(value=symbol, elem_id=elem_id, tooltip=tooltip)
+
+
+def image_index(p: Any) -> int:
+    """Index of the image being post-processed within the whole job (all batches)."""
+    batch_index = getattr(p, "batch_index", None)
+    if batch_index is None:  # very old WebUIs: count calls ourselves
+        batch_index = getattr(p, "_hires_upscale_seen", 0)
+        p._hires_upscale_seen = batch_index + 1
+        return batch_index
+    return p.iteration * p.batch_size + batch_index
+
+
+def sampler_names() -> list[str]:
+    from modules import sd_samplers
+
+    if hasattr(sd_samplers, "visible_sampler_names"):
+        return list(sd_samplers.visible_sampler_names())
+    return [s.name for s in sd_samplers.samplers]
+
+
+def scheduler_names() -> list[str]:
+    """Schedulers as the WebUI labels them; empty before v1.9, where the sampler name carries it."""
+    try:
+        from modules import sd_schedulers
+    except ImportError:
+        return []
+    return [s.label for s in sd_schedulers.schedulers]
+
+
+_IMG2IMG_ARGUMENTS: set[str] | None = None
+
+
+def make_img2img(**arguments: Any) -> Any:
+    """A StableDiffusionProcessingImg2Img from the arguments this WebUI version knows.
+
+    Newer arguments (e.g. `scheduler`, v1.9+) are dropped on older versions,
+    where the sampler name already selects the schedule.
+    """
+    global _IMG2IMG_ARGUMENTS
+    if _IMG2IMG_ARGUMENTS is None:
+        # v1.6/v1.7 pass **kwargs up to the base class: collect every level's names.
+        _IMG2IMG_ARGUMENTS = set()
+        for cls in processing.StableDiffusionProcessingImg2Img.__mro__:
+            if cls is object or "__init__" not in vars(cls):
+                continue
+            _IMG2IMG_ARGUMENTS |= {name for name, param in inspect.signature(cls.__init__).parameters.items()
+                                   if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)}
+    known = {k: v for k, v in arguments.items() if k in _IMG2IMG_ARGUMENTS}
+    return processing.StableDiffusionProcessingImg2Img(**known)
+
+
+def _family_of(model: Any) -> str:
+    if getattr(model, "is_sdxl", False):
+        return "sdxl"
+    if getattr(model, "is_sd2", False):
+        return "sd2"
+    return "sd15"
+
+
+def model_family() -> str:
+    """"sd15", "sd2" or "sdxl" for the checkpoint the next pass uses (loading it if needed)."""
+    return _family_of(shared.sd_model)
+
+
+def model_family_loaded() -> str:
+    """Like `model_family`, but never loads a checkpoint (for UI previews): "sd15" until one is loaded."""
+    from modules import sd_models
+
+    return _family_of(getattr(getattr(sd_models, "model_data", None), "sd_model", None))
+
+
+def host_upscalers() -> list[Any]:
+    """The WebUI's upscalers now (the list changes on refresh: never cache it)."""
+    return list(getattr(shared, "sd_upscalers", []) or [])
+
+
+def latent_modes() -> list[str]:
+    return list(getattr(shared, "latent_upscale_modes", {}) or {})
+
+
+def refresh_upscalers() -> None:
+    from modules import modelloader
+
+    modelloader.load_upscalers()
+
+
+def engine_model_path(upscaler: Any) -> Path | None:
+    """The local model file of a WebUI upscaler our engine can run, else None."""
+    scaler = getattr(upscaler, "scaler", None)
+    if getattr(scaler, "name", None) not in ENGINE_SCALER_NAMES:
+        return None
+    for candidate in (getattr(upscaler, "local_data_path", None), getattr(upscaler, "data_path", None)):
+        if candidate and not str(candidate).startswith(("http://", "https://")) and os.path.isfile(candidate):
+            return Path(candidate)
+    return None
+
+
+def upscaler_device() -> Any:
+    """Where the WebUI runs upscalers (honours --use-cpu)."""
+    from modules import devices
+
+    return getattr(devices, "device_esrgan", None) or devices.device
+
+
+def queue_lock() -> Any:
+    from modules.call_queue import queue_lock as lock
+
+    return lock
+
+
+def should_stop() -> bool:
+    state = shared.state
+    return bool(state.interrupted or state.skipped or getattr(state, "stopping_generation", False))
+
+
+def add_job() -> None:
+    """Tell the progress bar one more job (our second pass) is coming."""
+    if shared.state.job_count >= 0:
+        shared.state.job_count += 1
+
+
+def set_progress_text(text: str | None) -> None:
+    shared.state.textinfo = text
+
+
+def data_path() -> Path:
+    from modules import paths
+
+    return Path(getattr(paths, "data_path", os.getcwd()))
+
+
+def output_folders() -> list[Path]:
+    """The WebUI's own output folders (settings or defaults), absolute."""
+    names = ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples",
+             "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids", "outdir_save", "outdir_init_images")
+    base = data_path()
+    folders = [base / "outputs"]
+    for name in names:
+        value = getattr(shared.opts, name, "") or ""
+        if value:
+            folders.append(Path(value) if os.path.isabs(value) else base / value)
+    return folders
+
+
+def parse_generation_parameters(text: str) -> dict[str, Any]:
+    return infotext_module.parse_generation_parameters(text)
+
+
+def find_checkpoint(name: str) -> str | None:
+    """The title of the checkpoint an infotext's "Model" names, if this WebUI has it."""
+    from modules import sd_models
+
+    info = sd_models.get_closet_checkpoint_match(name)
+    return info.title if info is not None else None
+
+
+def option_info(default: Any, label: str, component: Any = None, component_args: Any = None) -> Any:
+    return shared.OptionInfo(default, label, component, component_args, section=("hires_upscale", "Hires upscale"))
+
+
+def safe_unpickle_refusal(path: Path) -> str | None:
+    """Why the WebUI's safe unpickler refuses a pickled model file, or None if it would load it.
+
+    The WebUI replaces torch.load with a checked version that logs and returns
+    None on refusal, which upscalers then misreport; this says what really happened.
+    """
+    if getattr(shared.cmd_opts, "disable_safe_unpickle", False) or path.suffix.lower() not in (".pth", ".pt", ".ckpt"):
+        return None
+    from modules import safe
+
+    try:
+        safe.check_pt(str(path), None)
+    except Exception as error:  # the checker raises plain Exceptions with the reason
+        return (f"the WebUI's safe unpickler refuses it ({error}); re-save the model with an older torch or "
+                "start the WebUI with --disable-safe-unpickle if you trust the file")
+    return None
+
+
+def cmd_option(name: str, default: Any = None) -> Any:
+    return getattr(shared.cmd_opts, name, default)
+
+
+def opt(name: str, default: Any = None) -> Any:
+    return getattr(shared.opts, name, default)
+
+
+def comment(p: Any, text: str) -> None:
+    """A note shown under the result in the UI (and in the API's info)."""
+    if hasattr(p, "comment"):
+        p.comment(text)
+
+
+def save_first_pass(p: Any, image: Any, index: int) -> None:
+    """Save the image before our upscale, the way the WebUI saves its samples."""
+    from modules import images
+
+    saves = p.save_samples() if callable(getattr(p, "save_samples", None)) else (
+        shared.opts.samples_save and not p.do_not_save_samples)
+    if not saves:
+        return
+    try:
+        info = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, index=index)
+    except TypeError:  # before v1.7 the index was given as iteration and position
+        info = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds,
+                                          iteration=p.iteration, position_in_batch=index % p.batch_size)
+    images.save_image(image, p.outpath_samples, "", p.all_seeds[index], p.all_prompts[index],
+                      shared.opts.samples_format, info=info, p=p, suffix="-before-hires-upscale")
+
+
+def begin_job(name: str) -> None:
+    shared.state.begin(job=name)
+
+
+def end_job() -> None:
+    shared.state.end()
+
+
+def gpu_call(fn: Any, extra_outputs: list[Any]) -> Any:
+    """Run a UI action like the WebUI's own: queue lock, job state, errors shown in the page."""
+    from modules.call_queue import wrap_gradio_gpu_call
+
+    return wrap_gradio_gpu_call(fn, extra_outputs=extra_outputs)
+
+
+def add_option(key: str, info: Any) -> None:
+    shared.opts.add_option(key, info)

@@ -1,0 +1,243 @@
+"""The use cases the script, the tab and the API share.
+
+- `prepare` / `postprocess`: the hires upscale of images the WebUI just made.
+- `upscale_existing` / `upscale_folder`: images that already exist, their
+  prompt and seed read from their PNG info.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..errors import HiresUpscaleError, OutputExistsError
+from ..folders import image_files, plan_jobs, resolve_inside
+from ..images import open_image, save_png, text_chunks
+from ..infotext import parse_parameters, with_fields
+from ..params import SCRIPT_FIELDS, HiresParams
+from ..pipeline import Pipeline, Result
+from . import compat
+from .backend import Generation, WebUIBackend, check_upscaler, default_upscaler, upscaler_for
+
+log = logging.getLogger("hires_upscale")
+
+#: Dropdown label for "use the first pass's sampler/scheduler" (the parameter value is "").
+SAME = "Same as first pass"
+#: Marks a processing object as ours (or another extension's inner pass): never hires-upscale it again.
+INNER_MARKERS = ("_hires_upscale_inner", "_ad_inner")
+
+
+def params_from_args(args: Sequence[Any]) -> HiresParams:
+    """Validated parameters from the script's positional arguments (UI or `alwayson_scripts`)."""
+    values = dict(zip(SCRIPT_FIELDS, args, strict=False))
+    for name in ("sampler", "scheduler"):
+        if values.get(name) in (SAME, None):
+            values[name] = ""
+    return HiresParams.from_mapping(values)
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    compat.set_progress_text(f"Hires upscale: {stage} {done}/{total}")
+
+
+# -- images the WebUI just made -------------------------------------------------
+
+@dataclass
+class _JobState:
+    params: HiresParams
+
+
+def prepare(p: Any, args: Sequence[Any]) -> None:
+    """Validate the arguments once per job and write our fields into the infotext.
+
+    Bad arguments (e.g. from the API) are reported in the console and the
+    result's info text; the generation itself goes on without the upscale.
+    """
+    p._hires_upscale = None
+    if any(getattr(p, marker, False) for marker in INNER_MARKERS):
+        return
+    try:
+        params = params_from_args(args)
+        if not params.enabled:
+            return
+        check_upscaler(params.upscaler)
+    except HiresUpscaleError as error:
+        message = f"Hires upscale is off for this job: {error}"
+        log.error(message)
+        compat.comment(p, message)
+        return
+    p._hires_upscale = _JobState(params)
+    p.extra_generation_params.update(params.infotext_fields())
+
+
+def postprocess(p: Any, image: Image.Image) -> Image.Image:
+    """The hires upscale of one image of the job; the input back when we are off."""
+    job: _JobState | None = getattr(p, "_hires_upscale", None)
+    if job is None:
+        return image
+    index = compat.image_index(p)
+    pipeline = Pipeline(upscaler_for(job.params), WebUIBackend(Generation.from_processing(p, index)))
+    try:
+        if compat.opt("hires_upscale_save_first_pass", False):
+            compat.save_first_pass(p, image, index)
+        result = pipeline.run(image, job.params, first_pass_steps=p.steps, progress=_progress,
+                              should_stop=compat.should_stop)
+    except HiresUpscaleError as error:
+        message = f"Hires upscale failed for image {index + 1}: {error}"
+        log.error(message)
+        compat.comment(p, message)
+        return image
+    finally:
+        compat.set_progress_text(None)
+    # The infotext of this image is written right after this hook: make it tell this image's story.
+    p.extra_generation_params.update(result.infotext_fields)
+    if result.interrupted:
+        p.extra_generation_params["Hires upscale interrupted"] = "after " + (result.stages[-1] if result.stages
+                                                                              else "the first pass")
+    else:
+        p.extra_generation_params.pop("Hires upscale interrupted", None)
+    return result.image
+
+
+# -- images that already exist ---------------------------------------------------
+
+@dataclass
+class ExistingResult:
+    """One existing image upscaled: the image with its new PNG info, and what happened."""
+
+    name: str
+    result: Result
+    infotext: str
+    #: where it was written, for folder mode
+    output: Path | None = None
+
+
+def _base_params(overrides: dict[str, Any]) -> HiresParams:
+    return HiresParams.from_mapping({"enabled": True, "upscaler": default_upscaler(), **overrides})
+
+
+def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image") -> ExistingResult:
+    """The hires upscale of an existing WebUI image, its prompt, seed, sampler, steps, CFG,
+    checkpoint and CLIP skip read from its PNG info (overrides from `params`)."""
+    check_upscaler(params.upscaler)
+    original = text_chunks(image).get("parameters", "")
+    info = parse_parameters(original)
+    pipeline = Pipeline(upscaler_for(params), WebUIBackend(Generation.from_info(info, params)))
+    try:
+        result = pipeline.run(image, params, first_pass_steps=info.steps, progress=_progress,
+                              should_stop=compat.should_stop)
+    finally:
+        compat.set_progress_text(None)
+    infotext = with_fields(original, result.infotext_fields)
+    result.image.info["parameters"] = infotext
+    return ExistingResult(name, result, infotext)
+
+
+def allowed_folders() -> list[Path]:
+    """Where the tab and the API may read and write: the WebUI's output folders and the settings' list."""
+    extra = [line.strip() for line in str(compat.opt("hires_upscale_allowed_folders", "") or "").splitlines()]
+    return compat.output_folders() + [Path(line) for line in extra if line]
+
+
+def default_output_folder() -> Path:
+    configured = str(compat.opt("hires_upscale_output_dir", "") or "").strip()
+    return Path(configured) if configured else compat.data_path() / "outputs" / "hires-upscale"
+
+
+def open_allowed(path: str) -> tuple[Path, Image.Image]:
+    """An image file named by a user, refused unless it is inside the allowed folders."""
+    real = resolve_inside(path, allowed_folders(), base=compat.data_path())
+    return real, open_image(real)
+
+
+def save_dropped(done: ExistingResult) -> Path:
+    """Save a result of the tab's dropped images into the output folder, under a name not yet taken."""
+    folder = default_output_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(done.name).stem
+    for attempt in range(10_000):
+        candidate = folder / (f"{stem}.png" if attempt == 0 else f"{stem}-{attempt}.png")
+        try:
+            done.output = save_png(done.result.image, candidate, text={"parameters": done.infotext})
+            return done.output
+        except OutputExistsError:
+            continue
+    raise OutputExistsError(folder / f"{stem}.png")
+
+
+def upscale_folder(
+    input_folder: str, output_folder: str, params: HiresParams, *,
+    on_done: Callable[[ExistingResult], None] | None = None,
+) -> Iterator[ExistingResult | Path]:
+    """Every image of a folder into another, skipping outputs already written (a rerun resumes).
+
+    Yields each result as it is written, or the output path of a skipped file.
+    """
+    roots = allowed_folders()
+    source = resolve_inside(input_folder, roots, base=compat.data_path())
+    target = resolve_inside(output_folder or default_output_folder(), roots + [default_output_folder()],
+                            base=compat.data_path())
+    target.mkdir(parents=True, exist_ok=True)
+    for job in plan_jobs(image_files(source), target):
+        if job.output.exists():
+            yield job.output
+            continue
+        if compat.should_stop():
+            return
+        image = open_image(job.source)
+        done = upscale_existing(image, params, job.source.name)
+        if done.result.interrupted:
+            return  # nothing half-done is written; a rerun redoes this file
+        text = {**text_chunks(image), "parameters": done.infotext}
+        done.output = save_png(done.result.image, job.output, text=text)
+        if on_done is not None:
+            on_done(done)
+        yield done
+
+
+class WebUIApiHost:
+    """What the HTTP routes need from the WebUI (see `api.ApiHost`)."""
+
+    def options(self) -> dict[str, Any]:
+        from .. import __version__
+        from ..advice import rules_as_data
+        from ..images import MAX_INPUT_PIXELS
+        from ..params import json_schema
+        from ..resolution import DEFAULT_MAX_PIXELS, PRESETS
+        from .api import MAX_IMAGES
+        from .backend import upscaler_choices
+
+        return {
+            "version": __version__,
+            "upscalers": upscaler_choices(),
+            "latent_modes": compat.latent_modes(),
+            "model_family": compat.model_family(),
+            "presets": {family: [p.as_dict() for p in presets] for family, presets in PRESETS.items()},
+            "defaults": _base_params({}).as_dict(),
+            "script_args": list(SCRIPT_FIELDS),
+            "limits": {"max_output_pixels": DEFAULT_MAX_PIXELS, "max_input_pixels": MAX_INPUT_PIXELS,
+                       "max_images_per_request": MAX_IMAGES},
+            "schema": json_schema(),
+            "advice_rules": rules_as_data(),
+        }
+
+    def base_params(self, overrides: dict[str, Any]) -> HiresParams:
+        return _base_params(overrides)
+
+    def open_path(self, path: str) -> tuple[str, Image.Image]:
+        real, image = open_allowed(path)
+        return real.name, image
+
+    def run(self, items: list[tuple[str, Image.Image]], params: HiresParams) -> list[ExistingResult]:
+        check_upscaler(params.upscaler)
+        with compat.queue_lock():
+            compat.begin_job("hires_upscale_api")
+            try:
+                return [upscale_existing(image, params, name) for name, image in items]
+            finally:
+                compat.end_job()

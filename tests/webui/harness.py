@@ -1,0 +1,203 @@
+"""Run a real AUTOMATIC1111 WebUI with this extension, on the CPU, on loopback.
+
+The WebUI is the one in SD_WEBUI_ROOT (or ~/stable-diffusion-webui): a checkout
+with its venv. Nothing is written into it: the extension is linked into a
+temporary --data-dir, and the checkpoint and ESRGAN model live in folders of
+their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+import models  # noqa: E402
+
+#: Flags that run the WebUI on a machine without a GPU (docs/architecture.md).
+CPU_FLAGS = ["--skip-torch-cuda-test", "--use-cpu", "all", "--no-half", "--precision", "full", "--api",
+             "--skip-version-check", "--no-download-sd-model", "--skip-prepare-environment",
+             "--server-name", "127.0.0.1"]
+ESRGAN_NAME = "4x-TestRRDB"
+CHECKPOINT_RECIPE = "r2"
+START_TIMEOUT = 600
+
+
+def webui_root() -> tuple[Path | None, str]:
+    """The WebUI to test against, or None and the reason there is none."""
+    configured = os.environ.get("SD_WEBUI_ROOT")
+    root = Path(configured).expanduser() if configured else Path.home() / "stable-diffusion-webui"
+    source = "SD_WEBUI_ROOT" if configured else "~/stable-diffusion-webui (SD_WEBUI_ROOT is unset)"
+    if not (root / "launch.py").is_file():
+        return None, f"no WebUI checkout at {root} ({source})"
+    if not (root / "venv" / "bin" / "python").is_file():
+        return None, f"the WebUI at {root} has no venv/bin/python: run its webui.sh once to make it"
+    return root, ""
+
+
+def webui_version(root: Path) -> str:
+    done = subprocess.run(["git", "describe", "--tags", "--always"], cwd=root, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def hf_cache() -> Path | None:
+    """The offline CLIP tokenizer files (shared/hf-cache beside the checkout)."""
+    for candidate in (os.environ.get("HIRES_UPSCALE_HF_CACHE"), REPO.parent / "shared" / "hf-cache",
+                      Path("/work/shared/hf-cache")):
+        if candidate and (Path(candidate) / "hub").is_dir():
+            return Path(candidate)
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def checkpoint(root: Path, env: dict[str, str]) -> Path:
+    """A random-weight SD1.5 checkpoint, made once per WebUI version and kept in ~/.cache."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd-webui-hires-upscale-tests"
+    # The name changes with the recipe in make_checkpoint.py, so an old file is never reused.
+    path = cache / webui_version(root) / f"random-sd15-{CHECKPOINT_RECIPE}.safetensors"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(root / "venv" / "bin" / "python"), str(Path(__file__).with_name("make_checkpoint.py")),
+                        str(path)], cwd=root, env=env, check=True, timeout=900)
+    return path
+
+
+def image_b64(image: Image.Image, **png) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **png)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode(data: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(data)))
+    image.load()
+    return image
+
+
+@dataclass
+class Response:
+    status: int
+    body: object
+
+    def json(self):
+        return self.body
+
+
+class WebUI:
+    """One running WebUI; `post`/`get` talk to it."""
+
+    def __init__(self, root: Path, workdir: Path) -> None:
+        self.root = root
+        self.workdir = workdir
+        self.version = webui_version(root)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = workdir / "data"
+        self.esrgan_dir = workdir / "ESRGAN"
+        self.log_path = workdir / "webui.log"
+        self.process: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        hf_home = self.workdir / "hf-home"
+        source = hf_cache()
+        if source is not None and not hf_home.exists():
+            shutil.copytree(source, hf_home)  # the WebUI writes into HF_HOME; shared/ is read-only
+        return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "PYTHONUNBUFFERED": "1"}
+
+    def start(self) -> None:
+        env = self.env()
+        ckpt = checkpoint(self.root, env)
+        (self.data_dir / "extensions").mkdir(parents=True, exist_ok=True)
+        link = self.data_dir / "extensions" / "sd-webui-hires-upscale"
+        if not link.exists():
+            link.symlink_to(REPO, target_is_directory=True)
+        self.run_installers(env)
+        self.esrgan_dir.mkdir(exist_ok=True)
+        # A small RRDB saved the way the WebUI's safe loader accepts (tests/models.py).
+        models.save_pth(models.rrdb(4, filters=32, blocks=3), self.esrgan_dir / f"{ESRGAN_NAME}.pth")
+        command = [str(self.root / "venv" / "bin" / "python"), "launch.py", *CPU_FLAGS, "--port", str(self.port),
+                   "--data-dir", str(self.data_dir), "--ckpt-dir", str(ckpt.parent),
+                   "--esrgan-models-path", str(self.esrgan_dir)]
+        log = open(self.log_path, "w")  # noqa: SIM115 - the server writes to it while it runs
+        self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the WebUI exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if self.get("/hires-upscale/v1/options").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"the WebUI did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def run_installers(self, env: dict[str, str]) -> None:
+        """Run the extensions' install.py the way the WebUI's launcher does (our flags skip that step)."""
+        code = ("import sys\n"
+                f"sys.argv = ['launch.py', '--data-dir', {str(self.data_dir)!r}]\n"
+                "from modules import launch_utils\n"
+                "launch_utils.run_extensions_installers(settings_file=launch_utils.args.ui_settings_file)\n")
+        subprocess.run([str(self.root / "venv" / "bin" / "python"), "-c", code], cwd=self.root, env=env,
+                       check=True, timeout=900)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _request(self, method: str, path: str, body: object | None = None, raw: bytes | None = None,
+                 timeout: float = 900) -> Response:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                return Response(reply.status, json.loads(reply.read() or b"null"))
+        except urllib.error.HTTPError as error:
+            text = error.read()
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                payload = text.decode(errors="replace")
+            return Response(error.code, payload)
+
+    def get(self, path: str) -> Response:
+        return self._request("GET", path, timeout=30)
+
+    def post(self, path: str, body: object | None = None, raw: bytes | None = None) -> Response:
+        return self._request("POST", path, body, raw)
