@@ -58,3 +58,23 @@ def test_itxt_chunks_are_read(tmp_path):
     info.add_itxt("parameters", "un chat, été")
     noise_image(4, 4).save(tmp_path / "i.png", pnginfo=info)
     assert text_chunks(open_image(tmp_path / "i.png"))["parameters"] == "un chat, été"
+
+
+def test_base64_images_and_their_limits(monkeypatch):
+    import base64
+    import io
+
+    from hires_upscale import images
+
+    buffer = io.BytesIO()
+    noise_image(12, 8).save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    assert images.decode_base64_image(data).size == (12, 8)
+    assert images.decode_base64_image("data:image/png;base64," + data).size == (12, 8)
+    with pytest.raises(ImageLoadError, match="not valid base64"):
+        images.decode_base64_image("%%%")
+    with pytest.raises(ImageLoadError):
+        images.decode_base64_image(base64.b64encode(b"hello").decode())
+    monkeypatch.setattr(images, "MAX_INPUT_PIXELS", 50)
+    with pytest.raises(ImageLoadError, match="12x8 is more than the 50 pixels allowed"):
+        images.decode_base64_image(data)

@@ -30,3 +30,15 @@ def test_quoted_values_survive_the_line_format(value):
     line = format_fields({"Steps": "20", "Seed": "1", "Hires upscale negative": value})
     assert parse_fields(line)["Hires upscale negative"] == value
     assert unquote(quote(value)) == value
+
+
+def test_with_fields_adds_to_the_settings_line_and_replaces_our_old_ones():
+    from hires_upscale.infotext import with_fields
+
+    once = with_fields(PARAMETERS, {"Hires upscale to": "192x128", "Hires upscale denoise": "0.3"})
+    assert once.split("\n")[:2] == PARAMETERS.split("\n")[:2]
+    assert parse_parameters(once).fields["Lora hashes"] == "film: abc123"
+    twice = with_fields(once, {"Hires upscale to": "384x256"})
+    fields = parse_parameters(twice).fields
+    assert fields["Hires upscale to"] == "384x256" and "Hires upscale denoise" not in fields
+    assert with_fields("", {"Hires upscale to": "1x1"}) == "Hires upscale to: 1x1"

@@ -201,3 +201,30 @@ class WebUI:
 
     def post(self, path: str, body: object | None = None, raw: bytes | None = None) -> Response:
         return self._request("POST", path, body, raw)
+
+
+def serve() -> None:
+    """`python tests/webui/harness.py`: run the test WebUI until Ctrl-C (for screenshots and poking)."""
+    import tempfile
+
+    root, why_not = webui_root()
+    if root is None:
+        raise SystemExit(why_not)
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the WebUI too, not only this script
+    with tempfile.TemporaryDirectory(prefix="hires-upscale-webui-") as workdir:
+        server = WebUI(root, Path(workdir))
+        try:
+            server.start()
+            print(f"WebUI {server.version} with sd-webui-hires-upscale at {server.url} (Ctrl-C stops it)", flush=True)
+            server.process.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    serve()
