@@ -48,6 +48,7 @@ def _register_routes(demo, app) -> None:
     app.include_router(build_router(service.WebUIApiHost()))
 
 
+compat.serve_host_upscalers(service.engine_upscale_native, service.serving_host_upscalers)
 script_callbacks.on_app_started(_register_routes)
 script_callbacks.on_ui_tabs(ui.build_tab)
 script_callbacks.on_ui_settings(ui.add_settings)

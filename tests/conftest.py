@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import settings
-from PIL import Image, PngImagePlugin
+from PIL import PngImagePlugin
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import models  # noqa: E402
+from pictures import noise_image  # noqa: E402, F401 - tests import it from here
 
 # Hypothesis's per-example deadline is a timed assertion, and this machine is
 # shared and noisy: speed belongs in benchmarks/, not in the tests.
@@ -52,17 +52,6 @@ def compact_2x(model_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def compact_4x_safetensors(model_dir: Path) -> Path:
     return models.save_safetensors(models.compact(4), model_dir / "compact-4x.safetensors")
-
-
-def noise_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
-    """A smooth-plus-noise test picture (pure noise hides upscaler differences)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([(x * 255 / max(width - 1, 1)), (y * 255 / max(height - 1, 1)),
-                     ((x + y) * 127 / max(width + height - 2, 1))], axis=-1)
-    pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
-    return image if mode == "RGB" else image.convert(mode)
 
 
 @pytest.fixture

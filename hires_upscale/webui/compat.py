@@ -262,3 +262,56 @@ def gpu_call(fn: Any, extra_outputs: list[Any]) -> Any:
 
 def add_option(key: str, info: Any) -> None:
     shared.opts.add_option(key, info)
+
+
+def _host_upscaler_classes() -> list[type]:
+    """The WebUI's ESRGAN-family upscaler classes present in this version (DAT arrived in v1.8)."""
+    classes = []
+    for module_name, class_name in (("modules.esrgan_model", "UpscalerESRGAN"),
+                                    ("modules.realesrgan_model", "UpscalerRealESRGAN"),
+                                    ("modules.dat_model", "UpscalerDAT")):
+        try:
+            module = __import__(module_name, fromlist=[class_name])
+        except ImportError:
+            continue
+        if hasattr(module, class_name):
+            classes.append(getattr(module, class_name))
+    return classes
+
+
+def _local_model_file(upscaler: Any, selected_model: str) -> Path | None:
+    if selected_model and os.path.isfile(selected_model):
+        return Path(selected_model)
+    for data in getattr(upscaler, "scalers", []) or []:
+        if data.data_path == selected_model:
+            return engine_model_path(data)
+    return None
+
+
+def serve_host_upscalers(engine_upscale: Any, enabled: Any) -> None:
+    """Route the WebUI's own ESRGAN-family upscalers (Extras, the built-in Hires fix, other
+    extensions) through `engine_upscale(path, image) -> image at the model's scale` while
+    `enabled()` says so. No public hook exists for this, so the classes' `do_upscale` is
+    wrapped; any failure falls back to the WebUI's own code. Installing twice is harmless.
+    """
+    import logging
+
+    log = logging.getLogger("hires_upscale")
+    for cls in _host_upscaler_classes():
+        original = cls.do_upscale
+        if getattr(original, "_hires_upscale_wrapped", False):
+            continue
+
+        def do_upscale(self, img, selected_model, _original=original):
+            if enabled():
+                path = _local_model_file(self, selected_model)
+                if path is not None:
+                    try:
+                        return engine_upscale(path, img)
+                    except Exception as error:  # the WebUI's own path is the safe fallback
+                        log.warning("hires upscale engine failed on %s (%s); using the WebUI's upscaler",
+                                    path.name, error)
+            return _original(self, img, selected_model)
+
+        do_upscale._hires_upscale_wrapped = True
+        cls.do_upscale = do_upscale

@@ -22,7 +22,7 @@ from ..infotext import parse_parameters, with_fields
 from ..params import SCRIPT_FIELDS, HiresParams
 from ..pipeline import Pipeline, Result
 from . import compat
-from .backend import Generation, WebUIBackend, check_upscaler, default_upscaler, upscaler_for
+from .backend import Generation, WebUIBackend, check_upscaler, default_upscaler, engine_settings, upscaler_for
 
 log = logging.getLogger("hires_upscale")
 
@@ -241,3 +241,16 @@ class WebUIApiHost:
                 return [upscale_existing(image, params, name) for name, image in items]
             finally:
                 compat.end_job()
+
+
+def serving_host_upscalers() -> bool:
+    return bool(compat.opt("hires_upscale_serve_webui", False))
+
+
+def engine_upscale_native(path: Path, image: Image.Image) -> Image.Image:
+    """One pass of a model at its native scale, for the WebUI's own upscaler loop."""
+    from ..upscaler import load_model
+
+    model = load_model(path, device=compat.upscaler_device(), **engine_settings(HiresParams()))
+    return model.upscale(image.convert("RGB"), (image.width * model.scale, image.height * model.scale),
+                         should_stop=compat.should_stop)

@@ -276,6 +276,9 @@ def add_settings() -> None:
             "folders are always allowed)", gr.Textbox, {"lines": 3}),
         "hires_upscale_output_dir": compat.option_info(
             "", "Output folder of the Hires upscale tab (empty: outputs/hires-upscale)"),
+        "hires_upscale_serve_webui": compat.option_info(
+            False, "Serve the WebUI's own ESRGAN-family upscalers (Extras, built-in Hires fix, other extensions) "
+            "with this extension's faster engine; falls back to the WebUI's code on any error"),
         "hires_upscale_save_first_pass": compat.option_info(
             False, "Also save each image before its hires upscale (suffix -before-hires-upscale)"),
     }
