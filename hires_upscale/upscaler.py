@@ -163,9 +163,15 @@ class ModelUpscaler:
         # dozen live tensors, plus the upsampled features at scale^2 the size.
         bytes_per_pixel = bytes_per_value * 64 * (12 + 3 * self.scale**2)
         share = 0.5 if self.device.type == "cuda" else 0.25
-        budget = min(_available_bytes(self.device) * share, 8 * 1024**3)
+        # On CUDA tiles run in batches (see batch_size_for): leave room for a whole batch.
+        budget = min(_available_bytes(self.device) * share, 8 * 1024**3) / self.max_batch
         side = int(math.sqrt(budget / bytes_per_pixel)) // 32 * 32
         return max(MIN_TILE, min(side, MAX_TILE, max(width, height)))
+
+    @property
+    def max_batch(self) -> int:
+        """Tiles per model call: batching feeds a GPU better; on the CPU it gains nothing (measured)."""
+        return 4 if self.device.type == "cuda" else 1
 
     def grid_for(self, width: int, height: int, tile_size: int | None = None) -> Grid:
         tile = tile_size or self.tile_size or self.auto_tile_size(width, height)
@@ -187,7 +193,8 @@ class ModelUpscaler:
             try:
                 return run_tiled(self._run_model, image.to(self.device), grid, scale=self.scale,
                                  out_channels=self.descriptor.output_channels,  # type: ignore[attr-defined]
-                                 on_tile=progress, should_stop=should_stop)
+                                 batch_size=min(self.max_batch, len(grid)), on_tile=progress,
+                                 should_stop=should_stop)
             except RuntimeError as error:
                 if not _is_out_of_memory(error) or grid.tile_size <= MIN_TILE:
                     raise

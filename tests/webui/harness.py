@@ -107,8 +107,10 @@ class Response:
 class WebUI:
     """One running WebUI; `post`/`get` talk to it."""
 
-    def __init__(self, root: Path, workdir: Path) -> None:
+    def __init__(self, root: Path, workdir: Path, extra_models: dict[str, object] | None = None) -> None:
+        """`extra_models`: more upscaler models (name -> torch module) for the ESRGAN folder."""
         self.root = root
+        self.extra_models = extra_models or {}
         self.workdir = workdir
         self.version = webui_version(root)
         self.port = free_port()
@@ -137,6 +139,8 @@ class WebUI:
         self.esrgan_dir.mkdir(exist_ok=True)
         # A small RRDB saved the way the WebUI's safe loader accepts (tests/models.py).
         models.save_pth(models.rrdb(4, filters=32, blocks=3), self.esrgan_dir / f"{ESRGAN_NAME}.pth")
+        for name, module in self.extra_models.items():
+            models.save_pth(module, self.esrgan_dir / f"{name}.pth")
         command = [str(self.root / "venv" / "bin" / "python"), "launch.py", *CPU_FLAGS, "--port", str(self.port),
                    "--data-dir", str(self.data_dir), "--ckpt-dir", str(ckpt.parent),
                    "--esrgan-models-path", str(self.esrgan_dir)]

@@ -1,0 +1,266 @@
+"""Our upscaler engine against the WebUI's built-in ESRGAN path, measured in the same run.
+
+    python -m benchmarks.upscaler [--repeat 3] [--threads 1] [--quick] [--cases NAME,...]
+
+Every variant runs in a process of its own (so peak memory is its own), on the
+same model file and the same picture. Times are medians of `--repeat` runs;
+ours is measured warm (its model cache is the point), the built-in reloads the
+model for every image because that is what it does. Quality is the PSNR of the
+final image against our engine in fp32 on the whole frame with no tiles.
+With SD_WEBUI_ROOT set, the WebUI's own ESRGAN upscaler, called in-process in
+the WebUI's venv, is a second baseline. Results: printed, and written to
+docs/benchmarks.md (between markers) and docs/benchmarks-upscaler.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    model: str  # "rrdb" (23 blocks, 64 features: 4x-UltraSharp's size) or "compact"
+    source: int
+    target: int
+    note: str
+
+
+CASES = (
+    Case("rrdb-256-to-2x", "rrdb", 256, 512, "RRDB ESRGAN 4x, 256x256 into a 2x target"),
+    Case("rrdb-256-to-4x", "rrdb", 256, 1024, "RRDB ESRGAN 4x, 256x256 into a 4x target"),
+    Case("compact-256-to-2x", "compact", 256, 512, "SRVGG compact 4x (64 features, 32 convs), 256x256 into 2x"),
+)
+VARIANTS = ("reference", "builtin", "ours", "ours-fp32")
+
+
+def make_model(kind: str, folder: Path) -> Path:
+    import models
+
+    path = folder / f"{kind}.pth"
+    if not path.exists():
+        module = models.rrdb(4) if kind == "rrdb" else models.compact(4, features=64, convs=32)
+        models.save_pth(module, path)
+    return path
+
+
+def picture(size: int) -> Image.Image:
+    from pictures import noise_image
+
+    return noise_image(size, size, seed=7)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- workers (one process per variant) ---------------------------------------------------
+
+def worker(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    image = Image.open(spec["input"]).convert("RGB")
+    size = (spec["target"], spec["target"])
+    model_path = Path(spec["model"])
+    variant = spec["variant"]
+    if variant == "builtin":
+        import spandrel  # noqa: F401 - imported before timing, as the WebUI has it loaded already
+
+        from benchmarks.builtin import builtin_upscale
+
+        def run() -> Image.Image:
+            return builtin_upscale(model_path, image, size)
+        warmup = False
+        facts = {"dtype": "float32", "tile": 192}
+    else:
+        from hires_upscale.upscaler import load_model
+
+        upscaler = load_model(model_path, device="cpu", precision="auto" if variant == "ours" else "fp32",
+                              tile_size=spec["source"] if variant == "reference" else 0)
+
+        def run() -> Image.Image:
+            return upscaler.upscale(image, size)
+        warmup = variant != "reference"
+        grid = upscaler.grid_for(image.width, image.height)
+        facts = {"dtype": upscaler.facts.dtype, "tile": grid.tile_size, "tiles": len(grid)}
+    if warmup:
+        run()
+    times = []
+    for _ in range(spec["repeat"] if variant != "reference" else 1):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    result.save(spec["output"])
+    return {"times": times, "peak_rss_mb": peak_rss_mb(), **facts}
+
+
+def run_worker(spec: dict, python: str = sys.executable, script: list[str] | None = None) -> dict:
+    command = [python, *(script or ["-m", "benchmarks.upscaler", "--worker"]), json.dumps(spec)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0:
+        raise RuntimeError(f"{spec['variant']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def webui_builtin(spec: dict) -> dict | None:
+    """The WebUI's own ESRGAN upscaler in-process, in the WebUI's venv (SD_WEBUI_ROOT)."""
+    root = os.environ.get("SD_WEBUI_ROOT")
+    if not root:
+        return None
+    python = Path(root) / "venv" / "bin" / "python"
+    script = [str(ROOT / "benchmarks" / "webui_worker.py"), root]
+    return run_worker({**spec, "variant": "webui"}, python=str(python), script=script)
+
+
+# -- the run ---------------------------------------------------------------------------
+
+def psnr(a: Path, b: Path) -> float:
+    x = np.asarray(Image.open(a).convert("RGB"), np.float64)
+    y = np.asarray(Image.open(b).convert("RGB"), np.float64)
+    mse = float(np.mean((x - y) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def measure(case: Case, workdir: Path, repeat: int, threads: int, quick: bool) -> dict:
+    source = 96 if quick else case.source
+    target = case.target * source // case.source
+    model = make_model(case.model, workdir)
+    input_path = workdir / f"{case.name}-input.png"
+    picture(source).save(input_path)
+    spec = {"input": str(input_path), "model": str(model), "source": source, "target": target,
+            "repeat": repeat, "threads": threads}
+    results: dict[str, dict] = {}
+    for variant in VARIANTS:
+        output = workdir / f"{case.name}-{variant}.png"
+        results[variant] = {**run_worker({**spec, "variant": variant, "output": str(output)}), "output": output}
+        print(f"  {case.name} {variant}: {statistics.median(results[variant]['times']):.2f} s", flush=True)
+    webui = webui_builtin({**spec, "output": str(workdir / f"{case.name}-webui.png")})
+    if webui is not None:
+        results["webui"] = {**webui, "output": workdir / f"{case.name}-webui.png"}
+    reference = results.pop("reference")["output"]
+    builtin_time = statistics.median(results["builtin"]["times"])
+    webui_time = statistics.median(results["webui"]["times"]) if "webui" in results else None
+    rows = {}
+    for variant, result in results.items():
+        median = statistics.median(result["times"])
+        rows[variant] = {
+            "seconds": round(median, 3),
+            "speedup_vs_builtin": round(builtin_time / median, 2),
+            "speedup_vs_webui": round(webui_time / median, 2) if webui_time else None,
+            "psnr_vs_fp32_full_frame": round(psnr(result["output"], reference), 1),
+            "peak_rss_mb": round(result["peak_rss_mb"]),
+            **{k: result[k] for k in ("dtype", "tile", "tiles") if k in result},
+        }
+    return {"case": case.name, "note": case.note, "source": source, "target": target, "variants": rows}
+
+
+def environment(threads: int) -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    from hires_upscale.upscaler import cpu_has_fast_bf16
+
+    return {"device": "cpu", "cpu": cpu, "threads": threads, "torch": torch.__version__,
+            "cpu_bf16": cpu_has_fast_bf16(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [
+        "## Upscaler engine vs the WebUI's built-in ESRGAN path",
+        "",
+        f"`{report['command']}` on {env['cpu']}, {env['threads']} thread(s), torch {env['torch']}, "
+        f"{env['date']}. Median of {report['repeat']} runs; a ratio is the baseline's time / the variant's time, "
+        "both measured in the same run ('vs the WebUI': its own upscaler in-process, when SD_WEBUI_ROOT is set). "
+        "PSNR: final image vs our engine in fp32 on the whole frame.",
+        "",
+        "| case | variant | time (s) | vs built-in | vs the WebUI | PSNR (dB) | peak RSS (MB) | dtype | tile |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {"builtin": "built-in algorithm", "ours": "ours (auto precision)", "ours-fp32": "ours (fp32)",
+             "webui": "the WebUI's own upscaler"}
+    for case in report["cases"]:
+        for variant, row in case["variants"].items():
+            psnr_text = "n/a (BGR order)" if variant in ("builtin", "webui") else f"{row['psnr_vs_fp32_full_frame']}"
+            versus_webui = f"{row['speedup_vs_webui']}x" if row["speedup_vs_webui"] else "not run"
+            lines.append(f"| {case['note']} | {names[variant]} | {row['seconds']} | {row['speedup_vs_builtin']}x | "
+                         f"{versus_webui} | {psnr_text} | {row['peak_rss_mb']} | {row.get('dtype', '')} | "
+                         f"{row.get('tile', '')} |")
+    lines += ["", "The built-in path feeds the model BGR tiles (a WebUI habit), so its PSNR against our RGB "
+              "reference says nothing about quality and is not shown.", ""]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Replace (or append) the block between `<!-- name:start -->` and `<!-- name:end -->`."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{text}\n{end}"
+    header = "# Benchmarks\n\nWritten by the benchmark commands; do not edit between the markers.\n"
+    current = path.read_text() if path.exists() else header
+    if start in current and end in current:
+        before, rest = current.split(start, 1)
+        current = before + block + rest.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(current)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.upscaler", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1: stable on a "
+                        "shared machine)")
+    parser.add_argument("--quick", action="store_true", help="96x96 inputs: a smoke run, not figures to publish")
+    parser.add_argument("--cases", default=",".join(c.name for c in CASES))
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md and the JSON go")
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    chosen = [c for c in CASES if c.name in args.cases.split(",")]
+    flags = [" --quick" if args.quick else "", f" --repeat {args.repeat}" if args.repeat != 3 else "",
+             f" --threads {args.threads}" if args.threads != 1 else ""]
+    command = "python -m benchmarks.upscaler" + "".join(flags)
+    with tempfile.TemporaryDirectory(prefix="hires-upscale-bench-") as workdir:
+        cases = []
+        for case in chosen:
+            print(f"{case.name}: {case.note}", flush=True)
+            cases.append(measure(case, Path(workdir), args.repeat, args.threads, args.quick))
+    report = {"command": command, "repeat": args.repeat, "environment": environment(args.threads), "cases": cases}
+    text = markdown(report)
+    print()
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks-upscaler.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_section(args.out / "benchmarks.md", "upscaler", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

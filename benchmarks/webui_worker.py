@@ -1,0 +1,50 @@
+"""Time the WebUI's own ESRGAN upscaler in-process; run with the WebUI's venv python.
+
+    <webui>/venv/bin/python benchmarks/webui_worker.py <webui root> '<json spec>'
+
+Started by benchmarks/upscaler.py. Prints one JSON line: times, peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(root: str, spec: dict) -> dict:
+    os.chdir(root)
+    sys.path.insert(0, root)
+    model = Path(spec["model"])
+    empty = tempfile.mkdtemp(prefix="hires-upscale-bench-ckpt-")
+    sys.argv = ["webui", "--use-cpu", "all", "--skip-torch-cuda-test", "--no-half", "--precision", "full",
+                "--no-download-sd-model", "--ckpt-dir", empty, "--esrgan-models-path", str(model.parent),
+                "--data-dir", tempfile.mkdtemp(prefix="hires-upscale-bench-data-")]
+    from modules import initialize
+
+    initialize.imports()
+    initialize.initialize()
+    import torch
+    from modules import shared
+    from PIL import Image
+
+    torch.set_num_threads(spec["threads"])
+    upscaler = next(u for u in shared.sd_upscalers if u.data_path and Path(u.data_path) == model)
+    image = Image.open(spec["input"]).convert("RGB")
+    scale = spec["target"] / image.width
+    times = []
+    for _ in range(spec["repeat"]):
+        start = time.perf_counter()
+        result = upscaler.scaler.upscale(image, scale, upscaler.data_path)
+        times.append(time.perf_counter() - start)
+    result.save(spec["output"])
+    return {"times": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "dtype": "float32", "tile": shared.opts.ESRGAN_tile}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], json.loads(sys.argv[2]))))

@@ -1,0 +1,54 @@
+"""The benchmark code itself: the baseline is faithful and the runner produces its report.
+
+No timing is asserted here; speed is read from `python -m benchmarks.upscaler`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import builtin
+from benchmarks import upscaler as bench
+
+from conftest import noise_image
+
+
+class NearestUpsample(torch.nn.Module):
+    """A pointwise "model": overlapping tiles agree exactly, so any misplaced tile shows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(4, 2).repeat_interleave(4, 3)
+
+
+@pytest.mark.parametrize("size", [(64, 48), (192, 192), (300, 200), (400, 385)])
+def test_builtin_tiles_are_placed_and_blended_like_the_webui(size):
+    image = noise_image(*size)
+    result = builtin.tiled_upscale(NearestUpsample(), image, 4)
+    expected = image.resize((size[0] * 4, size[1] * 4), Image.Resampling.NEAREST)
+    difference = np.abs(np.asarray(result, int) - np.asarray(expected, int))
+    assert result.size == expected.size
+    assert difference.max() <= 1  # 8-bit mask blending of equal pixels rounds by at most 1
+
+
+def test_builtin_origins_match_split_grid():
+    assert builtin._tile_origins(64, 192, 8) == [-128]  # small images: one tile, padded on the left/top
+    assert builtin._tile_origins(400, 192, 8) == [0, 104, 208]
+
+
+def test_the_runner_writes_its_report(tmp_path, monkeypatch):
+    monkeypatch.delenv("SD_WEBUI_ROOT", raising=False)
+    assert bench.main(["--quick", "--repeat", "1", "--cases", "compact-256-to-2x", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "benchmarks-upscaler.json").read_text())
+    variants = report["cases"][0]["variants"]
+    assert set(variants) == {"builtin", "ours", "ours-fp32"}
+    assert variants["ours-fp32"]["psnr_vs_fp32_full_frame"] >= 60
+    assert report["environment"]["torch"] == torch.__version__
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- upscaler:start -->" in text and "| built-in algorithm |" in text
+    bench.write_section(tmp_path / "benchmarks.md", "upscaler", "replaced")
+    assert (tmp_path / "benchmarks.md").read_text().count("upscaler:start") == 1
