@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
@@ -63,6 +64,17 @@ class Result:
     @property
     def advice(self) -> list[dict[str, str]]:
         return [a.as_dict() for a in self.plan.advice]
+
+
+@dataclass
+class NamedResult:
+    """A run on a named existing image, with the infotext to store in it (tab, API, folder mode)."""
+
+    name: str
+    result: Result
+    infotext: str
+    #: where it was written, when it was
+    output: Path | None = None
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:

@@ -79,6 +79,11 @@ class ModelFacts:
     dtype: str
 
 
+def overlap_for(tile_size: int) -> int:
+    """Tile overlap: wide enough for a model's receptive field to settle, small next to the tile."""
+    return max(8, min(32, tile_size // 8))
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so oneDNN gains from it."""
     try:
@@ -152,10 +157,6 @@ class ModelUpscaler:
             d.supports_half, d.supports_bfloat16, str(self.device), str(self.dtype).removeprefix("torch."),  # type: ignore[attr-defined]
         )
 
-    def overlap_for(self, tile_size: int) -> int:
-        # Wide enough for the model's receptive field to settle, small next to the tile.
-        return max(8, min(32, tile_size // 8))
-
     def auto_tile_size(self, width: int, height: int) -> int:
         """The largest tile whose activations fit in a share of free memory."""
         bytes_per_value = torch.finfo(self.dtype).bits // 8
@@ -176,7 +177,7 @@ class ModelUpscaler:
     def grid_for(self, width: int, height: int, tile_size: int | None = None) -> Grid:
         tile = tile_size or self.tile_size or self.auto_tile_size(width, height)
         tile = max(tile, self._requirements.minimum or 1)
-        return make_grid(width, height, tile, self.overlap_for(tile) if tile < max(width, height) else 0)
+        return make_grid(width, height, tile, overlap_for(tile) if tile < max(width, height) else 0)
 
     def _run_model(self, batch: torch.Tensor) -> torch.Tensor:
         """The model on a batch of tiles; spandrel pads to the model's size needs and crops back."""

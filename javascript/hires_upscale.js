@@ -1,10 +1,320 @@
-// sd-webui-hires-upscale: hover hints for the accordion and the tab, through the WebUI's
-// own `titles` table (javascript/hints.js), keyed by the label text the user sees.
-(function () {
-    if (typeof titles === "undefined") {
-        return;
+// sd-webui-hires-upscale: live hints in the page.
+//
+// As the user moves sliders or types, the accordion shows the final size, the tile grid in
+// tiled mode and the same warnings the core's advice gives: the rules are data from
+// GET /hires-upscale/v1/options (hires_upscale/advice.py), evaluated here with the same
+// meaning. The size logic mirrors hires_upscale/resolution.py; tests/test_page_logic.py
+// checks both give the same answers on shared vectors.
+(function (root) {
+    "use strict";
+
+    const HU = {};
+    const SNAP = 64;
+
+    // Python's round(): halves go to the even neighbour.
+    HU.pyRound = function (value) {
+        const floor = Math.floor(value);
+        const diff = value - floor;
+        if (diff > 0.5) return floor + 1;
+        if (diff < 0.5) return floor;
+        return floor % 2 === 0 ? floor : floor + 1;
+    };
+
+    HU.snap = function (value, multiple) {
+        multiple = multiple === undefined ? SNAP : multiple;
+        if (multiple <= 1) return Math.max(1, HU.pyRound(value));
+        return Math.max(multiple, Math.floor(value / multiple + 0.5) * multiple);
+    };
+
+    HU.findPreset = function (presets, name) {
+        return (presets || []).find((p) => p.name === name || p.label === name) || null;
+    };
+
+    // The size asked for, before snapping (resolution.requested_size).
+    HU.requestedSize = function (source, p, presets) {
+        const [sw, sh] = source;
+        let mode = p.resize_mode, scale = p.scale, width = p.width, height = p.height;
+        if (mode === "preset") {
+            const preset = HU.findPreset(presets, p.preset);
+            if (!preset) return null;
+            if (preset.scale) {
+                mode = "scale";
+                scale = preset.scale;
+            } else {
+                mode = "size";
+                width = preset.width;
+                height = preset.height;
+            }
+        }
+        if (mode === "scale") return [Math.max(1, HU.pyRound(sw * scale)), Math.max(1, HU.pyRound(sh * scale))];
+        if (width && height) return [width, height];
+        if (width) return [width, Math.max(1, HU.pyRound(width * sh / sw))];
+        if (height) return [Math.max(1, HU.pyRound(height * sw / sh)), height];
+        return null;
+    };
+
+    HU.upscaledSize = function (source, target, fit) {
+        const [sw, sh] = source;
+        const [tw, th] = target;
+        if (fit === "stretch" || sw * th === sh * tw) return [tw, th];
+        const factor = fit === "crop" ? Math.max(tw / sw, th / sh) : Math.min(tw / sw, th / sh);
+        const size = [HU.pyRound(sw * factor), HU.pyRound(sh * factor)];
+        if (fit === "crop") return [Math.max(size[0], tw), Math.max(size[1], th)];
+        return [Math.min(size[0], tw), Math.min(size[1], th)];
+    };
+
+    // resolution.plan_resize, without the pixel limit (the server enforces it).
+    HU.planResize = function (source, p, presets, multiple) {
+        const requested = HU.requestedSize(source, p, presets);
+        if (!requested) return null;
+        const target = [HU.snap(requested[0], multiple), HU.snap(requested[1], multiple)];
+        return {
+            source: source,
+            requested: requested,
+            target: target,
+            upscaled: HU.upscaledSize(source, target, p.fit),
+            snapped: requested[0] !== target[0] || requested[1] !== target[1],
+            scale: Math.max(target[0] / source[0], target[1] / source[1]),
+        };
+    };
+
+    // plan.plan_facts
+    HU.facts = function (p, plan, family, firstPassSteps, upscalerKind) {
+        const [tw, th] = plan.target;
+        const [rw, rh] = plan.requested;
+        return {
+            upscaler_kind: upscalerKind,
+            denoise: p.denoise,
+            second_pass: p.denoise > 0,
+            pass_scale: HU.pyRound(plan.scale * 100) / 100,
+            tiled: p.tiled,
+            target_pixels: tw * th,
+            comfortable_pixels: family.comfortable_pixels,
+            family: family.name,
+            target: tw + "x" + th,
+            requested: rw + "x" + rh,
+            snapped: plan.snapped,
+            hires_steps: p.hires_steps,
+            first_pass_steps: firstPassSteps || null,
+            max_useful_steps: firstPassSteps ? family.max_steps_ratio * firstPassSteps : null,
+        };
+    };
+
+    const OPERATORS = {
+        "==": (a, b) => a === b,
+        "!=": (a, b) => a !== b,
+        "<": (a, b) => a < b,
+        "<=": (a, b) => a <= b,
+        ">": (a, b) => a > b,
+        ">=": (a, b) => a >= b,
+    };
+
+    HU.formatFact = function (value) {
+        if (typeof value === "number" && !Number.isInteger(value)) {
+            return value.toFixed(2).replace(/0+$/, "").replace(/\.$/, "");
+        }
+        if (typeof value === "boolean") return value ? "True" : "False";
+        if (value === null || value === undefined) return "None";
+        return String(value);
+    };
+
+    // advice.evaluate over advice.rules_as_data()
+    HU.evaluate = function (rules, facts) {
+        const holds = function ([name, op, operand]) {
+            if (operand !== null && typeof operand === "object") operand = facts[operand.fact];
+            const value = facts[name];
+            if (value === null || value === undefined || operand === null || operand === undefined) return false;
+            return OPERATORS[op](value, operand);
+        };
+        return rules.filter((rule) => rule.when.every(holds)).map((rule) => ({
+            code: rule.code,
+            level: rule.level,
+            field: rule.field,
+            message: rule.message.replace(/\{(\w+)\}/g, (_, name) => HU.formatFact(facts[name])),
+        }));
+    };
+
+    // tiling.make_grid's tile count, with the engine's overlap (upscaler.ModelUpscaler.overlap_for)
+    HU.tileCount = function (length, tile, overlap) {
+        if (length <= tile) return 1;
+        return 1 + Math.ceil((length - tile) / (tile - overlap));
+    };
+
+    HU.tileGrid = function (source, tile) {
+        const overlap = Math.max(8, Math.min(32, Math.floor(tile / 8)));
+        const big = Math.max(source[0], source[1]) > tile;
+        const used = big ? overlap : 0;
+        return {columns: HU.tileCount(source[0], tile, used), rows: HU.tileCount(source[1], tile, used), tile: tile};
+    };
+
+    function escapeHtml(text) {
+        return String(text).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
     }
-    const hints = {
+
+    HU.previewHtml = function (plan, advice, grid) {
+        let html = "";
+        if (plan) {
+            html += "<p class='hires-upscale-size'>" + plan.source.join("x") + " → " + plan.target.join("x") + "</p>";
+        }
+        if (grid) {
+            const count = grid.columns * grid.rows;
+            html += "<p class='hires-upscale-grid'>tiled: " + grid.columns + "×" + grid.rows + " = " + count +
+                " tile" + (count === 1 ? "" : "s") + " of " + grid.tile + " px</p>";
+        }
+        html += "<div class='hires-upscale-advice'>" + advice.map((a) =>
+            "<p class='hires-upscale-" + a.level + "' data-code='" + a.code + "'>" + escapeHtml(a.message) + "</p>"
+        ).join("") + "</div>";
+        return html;
+    };
+
+    // -- the page --------------------------------------------------------------------------
+
+    function app() {
+        return typeof gradioApp === "function" ? gradioApp() : document;
+    }
+
+    function element(id) {
+        return app().querySelector("#" + id);
+    }
+
+    function readNumber(id) {
+        const input = element(id) && element(id).querySelector("input[type=number]");
+        return input ? Number(input.value) : 0;
+    }
+
+    function readValue(id) {
+        const box = element(id);
+        if (!box) return "";
+        const checked = box.querySelector("input[type=radio]:checked");
+        if (checked) return checked.value;
+        const input = box.querySelector("input, textarea");
+        return input ? input.value : "";
+    }
+
+    function readChecked(id) {
+        const input = element(id) && element(id).querySelector("input[type=checkbox]");
+        return Boolean(input && input.checked);
+    }
+
+    function setNumber(id, value) {
+        const box = element(id);
+        if (!box) return;
+        for (const input of box.querySelectorAll("input")) {
+            input.value = value;
+        }
+        const number = box.querySelector("input[type=number]");
+        if (number && typeof updateInput === "function") updateInput(number);
+    }
+
+    function readParams(tab) {
+        const id = (name) => "hires_upscale_" + tab + "_" + name;
+        return {
+            upscaler: readValue(id("upscaler")),
+            resize_mode: readValue(id("resize_mode")) || "scale",
+            scale: readNumber(id("scale")),
+            width: readNumber(id("width")),
+            height: readNumber(id("height")),
+            preset: readValue(id("preset")),
+            fit: readValue(id("fit")) || "crop",
+            denoise: readNumber(id("denoise")),
+            hires_steps: readNumber(id("hires_steps")),
+            tiled: readChecked(id("tiled")),
+            tile_size: readNumber(id("tile_size")),
+        };
+    }
+
+    function readSource(tab) {
+        return [readNumber(tab + "_width") || 512, readNumber(tab + "_height") || 512];
+    }
+
+    HU.render = function (tab) {
+        const options = HU.options;
+        const target = element("hires_upscale_" + tab + "_advice");
+        if (!options || !target) return;
+        const p = readParams(tab);
+        const source = readSource(tab);
+        const family = options.families[options.model_family] || options.families.sd15;
+        const plan = HU.planResize(source, p, options.presets[family.name], SNAP);
+        if (!plan) {
+            target.innerHTML = HU.previewHtml(null, [{code: "size", level: "error", field: "width",
+                message: "Give a width or a height above 0 (or pick another resize mode)."}], null);
+            return;
+        }
+        const kind = options.upscaler_kinds[p.upscaler] || "model";
+        const facts = HU.facts(p, plan, family, readNumber(tab + "_steps"), kind);
+        const grid = p.tiled && p.tile_size > 0 ? HU.tileGrid(source, p.tile_size) : null;
+        target.innerHTML = HU.previewHtml(plan, HU.evaluate(options.advice_rules, facts), grid);
+    };
+
+    function snapOnChange(tab, name) {
+        const box = element("hires_upscale_" + tab + "_" + name);
+        const number = box && box.querySelector("input[type=number]");
+        if (!number) return;
+        number.addEventListener("change", () => {
+            const value = Number(number.value);
+            const snapped = value > 0 ? HU.snap(value) : 0;
+            if (snapped !== value) setNumber("hires_upscale_" + tab + "_" + name, snapped);
+            HU.render(tab);
+        });
+    }
+
+    function presetButtons(tab) {
+        const anchor = element("hires_upscale_" + tab + "_preset");
+        if (!anchor || anchor.parentElement.querySelector(".hires-upscale-presets")) return;
+        const family = HU.options.model_family;
+        const row = document.createElement("div");
+        row.className = "hires-upscale-presets";
+        for (const preset of HU.options.presets[family] || []) {
+            if (!preset.width) continue;
+            const button = document.createElement("button");
+            button.type = "button";
+            button.className = "hires-upscale-preset";
+            button.textContent = preset.width + "×" + preset.height;
+            button.title = preset.label;
+            button.addEventListener("click", () => {
+                const radio = element("hires_upscale_" + tab + "_resize_mode").querySelector("input[value=size]");
+                if (radio && !radio.checked) radio.click();
+                setNumber("hires_upscale_" + tab + "_width", preset.width);
+                setNumber("hires_upscale_" + tab + "_height", preset.height);
+                HU.render(tab);
+            });
+            row.appendChild(button);
+        }
+        anchor.insertAdjacentElement("afterend", row);
+    }
+
+    HU.attach = function (tab) {
+        const accordion = element("hires_upscale_" + tab + "_enabled");
+        if (!accordion || accordion.dataset.hiresUpscaleAttached) return;
+        accordion.dataset.hiresUpscaleAttached = "1";
+        snapOnChange(tab, "width");
+        snapOnChange(tab, "height");
+        presetButtons(tab);
+        // Gradio changes values in many ways (dropdowns, paste, "send to", its own updates) and not
+        // all of them fire DOM events at a useful moment, so watch the values themselves: a few
+        // reads four times a second, and a render only when something changed.
+        let last = "";
+        const refresh = function () {
+            const key = JSON.stringify([readParams(tab), readSource(tab), readNumber(tab + "_steps")]);
+            if (key !== last) {
+                last = key;
+                HU.render(tab);
+            }
+        };
+        setInterval(refresh, 250);
+        refresh();
+    };
+
+    HU.start = function () {
+        fetch("./hires-upscale/v1/options").then((r) => r.json()).then((options) => {
+            HU.options = options;
+            HU.attach("txt2img");
+            HU.attach("img2img");
+        }).catch((error) => console.warn("sd-webui-hires-upscale: no live hints:", error));
+    };
+
+    // Hover hints through the WebUI's own `titles` table (javascript/hints.js), keyed by label text.
+    HU.hints = {
         "Resize by": "scale: multiply the size; size: reach a width x height; preset: a named target size",
         "When the aspect differs": "crop: fill the target and crop the overflow; fill: fit inside and extend the edges; stretch: distort to fit",
         "Hires sampler": "Sampler of the second pass; 'Same as first pass' keeps the image's own",
@@ -14,9 +324,12 @@
         "Sharpen": "One gentle unsharp mask on the final image only; never before the second pass",
         "Sharpen strength": "Unsharp mask amount: 0.3 is gentle, 1.0 is strong",
     };
-    for (const [label, hint] of Object.entries(hints)) {
-        if (!(label in titles)) {
-            titles[label] = hint;
+
+    root.HiresUpscale = HU;
+    if (typeof titles !== "undefined") {
+        for (const [label, hint] of Object.entries(HU.hints)) {
+            if (!(label in titles)) titles[label] = hint;
         }
     }
-})();
+    if (typeof onUiLoaded === "function") onUiLoaded(HU.start);
+})(typeof globalThis !== "undefined" ? globalThis : this);

@@ -7,27 +7,14 @@ from hires_upscale.webui.api import build_router
 
 
 class HiresUpscaleScript(scripts.Script):
-    def __init__(self) -> None:
-        super().__init__()
-        self.first_pass: dict = {}
-
     def title(self) -> str:
         return "Hires upscale"
 
     def show(self, is_img2img):
         return scripts.AlwaysVisible
 
-    def after_component(self, component, **kwargs) -> None:
-        # The tab's own size and steps, for the size preview and advice in the accordion.
-        elem_id = kwargs.get("elem_id") or ""
-        for tab in ("txt2img", "img2img"):
-            for name in ("width", "height", "steps"):
-                if elem_id == f"{tab}_{name}":
-                    self.first_pass[(tab, name)] = component
-
     def ui(self, is_img2img):
-        tab = "img2img" if is_img2img else "txt2img"
-        accordion = ui.AccordionUI(is_img2img, {name: c for (t, name), c in self.first_pass.items() if t == tab})
+        accordion = ui.AccordionUI(is_img2img)
         components = accordion.build()
         self.infotext_fields = accordion.infotext_fields()
         self.paste_field_names = ui.paste_field_names()
@@ -45,7 +32,10 @@ class HiresUpscaleScript(scripts.Script):
 
 
 def _register_routes(demo, app) -> None:
-    app.include_router(build_router(service.WebUIApiHost()))
+    # Like the WebUI's own API: the POST route only with --api (or --nowebui), behind --api-auth.
+    router = build_router(service.WebUIApiHost(), include_upscale=compat.api_enabled(),
+                          dependencies=compat.api_auth_dependencies())
+    app.include_router(router)
 
 
 compat.serve_host_upscalers(service.engine_upscale_native, service.serving_host_upscalers)

@@ -10,12 +10,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import noise_image
 from PIL import Image
 
 from benchmarks import builtin
 from benchmarks import upscaler as bench
-
-from conftest import noise_image
 
 
 class NearestUpsample(torch.nn.Module):

@@ -12,17 +12,39 @@ import base64
 import io
 from typing import Any, Protocol
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, Field
 
 from ..errors import FieldError, HiresUpscaleError, ParamsError
 from ..images import decode_base64_image
 from ..params import HiresParams
+from ..pipeline import NamedResult
 
 PREFIX = "/hires-upscale/v1"
 #: Images per request: each one is a full second pass.
 MAX_IMAGES = 16
+#: Request bodies above this are refused with 413 before they are parsed (16 images of 8 MP as base64 PNG fit).
+MAX_BODY_BYTES = 256 * 1024 * 1024
+
+
+class LimitedBodyRoute(APIRoute):
+    """Refuses an oversized body with 413 before FastAPI reads and parses it."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def limited(request: Request):
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                return JSONResponse(status_code=413, content={"detail": [{
+                    "loc": ["body"], "type": "value_error",
+                    "msg": f"the request body is {int(declared):,} bytes; at most {MAX_BODY_BYTES:,} are accepted"}]})
+            return await handler(request)
+
+        return limited
 
 
 class UpscaleRequest(BaseModel):
@@ -50,6 +72,14 @@ class UpscaleResponse(BaseModel):
     images: list[UpscaledImage]
 
 
+class ItemError(HiresUpscaleError):
+    """One image of a request cannot be used; `index` counts over images then paths."""
+
+    def __init__(self, index: int, error: HiresUpscaleError) -> None:
+        super().__init__(str(error))
+        self.index, self.error = index, error
+
+
 class ApiHost(Protocol):
     def options(self) -> dict[str, Any]: ...
 
@@ -57,7 +87,9 @@ class ApiHost(Protocol):
 
     def open_path(self, path: str) -> tuple[str, Image.Image]: ...
 
-    def run(self, items: list[tuple[str, Image.Image]], params: HiresParams) -> list[Any]: ...
+    def run(self, items: list[tuple[str, Image.Image]], params: HiresParams) -> list[NamedResult]:
+        """Every item, or ItemError naming the first that cannot be used, before any work is done."""
+        ...
 
 
 def unprocessable(errors: list[FieldError], *location: str | int) -> HTTPException:
@@ -82,15 +114,20 @@ def _png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def build_router(host: ApiHost) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, tags=["Hires upscale"])
+def build_router(host: ApiHost, *, include_upscale: bool = True, dependencies: list[Any] | None = None) -> APIRouter:
+    """The routes. `include_upscale` False leaves only `options` (the page reads it); `dependencies`
+    guard the upscale route (the WebUI's --api-auth)."""
+    router = APIRouter(prefix=PREFIX, tags=["Hires upscale"], route_class=LimitedBodyRoute)
 
     @router.get("/options")
     def options() -> dict[str, Any]:
         """Upscalers, presets, defaults, limits, the parameters' JSON schema and the advice rules."""
         return host.options()
 
-    @router.post("/upscale", response_model=UpscaleResponse)
+    if not include_upscale:
+        return router
+
+    @router.post("/upscale", response_model=UpscaleResponse, dependencies=dependencies or [])
     def upscale(request: UpscaleRequest) -> UpscaleResponse:
         """Hires-upscale existing images: upscale, img2img second pass with each image's own prompt
         and seed (from its PNG info), optional sharpen."""
@@ -104,18 +141,23 @@ def build_router(host: ApiHost) -> APIRouter:
         if count > MAX_IMAGES:
             raise unprocessable([FieldError("images", count, f"at most {MAX_IMAGES} images per request")])
         items: list[tuple[str, Image.Image]] = []
+        where: list[tuple[str, int]] = []  # the request field of each item, for error locations
         for index, data in enumerate(request.images):
             try:
                 items.append((f"image {index + 1}", decode_base64_image(data)))
+                where.append(("images", index))
             except HiresUpscaleError as error:
                 raise unprocessable_at(str(error), "images", index) from None
         for index, path in enumerate(request.paths):
             try:
                 items.append(host.open_path(path))
+                where.append(("paths", index))
             except HiresUpscaleError as error:
                 raise unprocessable_at(str(error), "paths", index) from None
         try:
             results = host.run(items, params)
+        except ItemError as error:
+            raise unprocessable_at(str(error), *where[error.index]) from None
         except ParamsError as error:
             raise unprocessable(error.errors, "params") from None
         except HiresUpscaleError as error:

@@ -68,20 +68,28 @@ class Generation:
                             fields["Model"])
             else:
                 override_settings["sd_model_checkpoint"] = title
-        if "Clip skip" in fields:
-            override_settings["CLIP_stop_at_last_layers"] = int(fields["Clip skip"])
+        if _number(fields, "Clip skip", int, 0):
+            override_settings["CLIP_stop_at_last_layers"] = _number(fields, "Clip skip", int, 1)
         return cls(
             prompt=info.prompt,
             negative_prompt=info.negative_prompt if params.negative_prompt is None else params.negative_prompt,
             seed=params.seed if params.seed >= 0 else (info.seed if info.seed is not None else -1),
-            subseed=int(fields.get("Variation seed", -1)),
-            subseed_strength=float(fields.get("Variation seed strength", 0)),
+            subseed=_number(fields, "Variation seed", int, -1),
+            subseed_strength=_number(fields, "Variation seed strength", float, 0.0),
             sampler_name=fields.get("Sampler"),
             scheduler=fields.get("Schedule type"),
             cfg_scale=params.cfg_scale or info.cfg_scale or 7.0,
             steps=info.steps or 20,
             override_settings=override_settings,
         )
+
+
+def _number(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
+    """A number from infotext, or `default` when it is absent or not a number (hand-edited PNG info)."""
+    try:
+        return kind(fields[key])
+    except (KeyError, ValueError):
+        return default
 
 
 class WebUIBackend:

@@ -315,3 +315,29 @@ def serve_host_upscalers(engine_upscale: Any, enabled: Any) -> None:
 
         do_upscale._hires_upscale_wrapped = True
         cls.do_upscale = do_upscale
+
+
+def api_enabled() -> bool:
+    """Whether the WebUI serves its HTTP API (--api or --nowebui): our POST route follows it."""
+    return bool(getattr(shared.cmd_opts, "api", False) or getattr(shared.cmd_opts, "nowebui", False))
+
+
+def api_auth_dependencies() -> list[Any]:
+    """The same HTTP basic authentication the WebUI's own API uses under --api-auth."""
+    setting = getattr(shared.cmd_opts, "api_auth", None)
+    if not setting:
+        return []
+    from secrets import compare_digest
+
+    from fastapi import Depends, HTTPException
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    users = dict(entry.split(":", 1) for entry in setting.split(",") if ":" in entry)
+
+    def check(credentials: HTTPBasicCredentials = Depends(HTTPBasic())) -> None:  # noqa: B008 - FastAPI idiom
+        if credentials.username in users and compare_digest(credentials.password, users[credentials.username]):
+            return
+        raise HTTPException(status_code=401, detail="Incorrect username or password",
+                            headers={"WWW-Authenticate": "Basic"})
+
+    return [Depends(check)]

@@ -15,12 +15,12 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import HiresUpscaleError, OutputExistsError
+from ..errors import HiresUpscaleError, ImageLoadError, OutputExistsError, ParamsError
 from ..folders import image_files, plan_jobs, resolve_inside
 from ..images import open_image, save_png, text_chunks
 from ..infotext import parse_parameters, with_fields
 from ..params import SCRIPT_FIELDS, HiresParams
-from ..pipeline import Pipeline, Result
+from ..pipeline import NamedResult, Pipeline
 from . import compat
 from .backend import Generation, WebUIBackend, check_upscaler, default_upscaler, engine_settings, upscaler_for
 
@@ -106,28 +106,24 @@ def postprocess(p: Any, image: Image.Image) -> Image.Image:
 
 # -- images that already exist ---------------------------------------------------
 
-@dataclass
-class ExistingResult:
-    """One existing image upscaled: the image with its new PNG info, and what happened."""
-
-    name: str
-    result: Result
-    infotext: str
-    #: where it was written, for folder mode
-    output: Path | None = None
-
-
-def _base_params(overrides: dict[str, Any]) -> HiresParams:
+def base_params(overrides: dict[str, Any]) -> HiresParams:
+    """Parameters of the tab and the API: enabled, the default upscaler, then the overrides."""
     return HiresParams.from_mapping({"enabled": True, "upscaler": default_upscaler(), **overrides})
 
 
-def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image") -> ExistingResult:
+def generation_of(image: Image.Image, params: HiresParams) -> Generation:
+    """What the second pass of an existing image repeats, from its PNG info; ParamsError without one."""
+    return Generation.from_info(parse_parameters(text_chunks(image).get("parameters", "")), params)
+
+
+def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image",
+                     generation: Generation | None = None) -> NamedResult:
     """The hires upscale of an existing WebUI image, its prompt, seed, sampler, steps, CFG,
     checkpoint and CLIP skip read from its PNG info (overrides from `params`)."""
     check_upscaler(params.upscaler)
     original = text_chunks(image).get("parameters", "")
     info = parse_parameters(original)
-    pipeline = Pipeline(upscaler_for(params), WebUIBackend(Generation.from_info(info, params)))
+    pipeline = Pipeline(upscaler_for(params), WebUIBackend(generation or Generation.from_info(info, params)))
     try:
         result = pipeline.run(image, params, first_pass_steps=info.steps, progress=_progress,
                               should_stop=compat.should_stop)
@@ -135,7 +131,7 @@ def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image
         compat.set_progress_text(None)
     infotext = with_fields(original, result.infotext_fields)
     result.image.info["parameters"] = infotext
-    return ExistingResult(name, result, infotext)
+    return NamedResult(name, result, infotext)
 
 
 def allowed_folders() -> list[Path]:
@@ -155,7 +151,7 @@ def open_allowed(path: str) -> tuple[Path, Image.Image]:
     return real, open_image(real)
 
 
-def save_dropped(done: ExistingResult) -> Path:
+def save_dropped(done: NamedResult) -> Path:
     """Save a result of the tab's dropped images into the output folder, under a name not yet taken."""
     folder = default_output_folder()
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,13 +166,21 @@ def save_dropped(done: ExistingResult) -> Path:
     raise OutputExistsError(folder / f"{stem}.png")
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A file of a folder run that was not upscaled, and why."""
+
+    source: Path
+    reason: str
+
+
 def upscale_folder(
     input_folder: str, output_folder: str, params: HiresParams, *,
-    on_done: Callable[[ExistingResult], None] | None = None,
-) -> Iterator[ExistingResult | Path]:
+    on_done: Callable[[NamedResult], None] | None = None,
+) -> Iterator[NamedResult | Skipped]:
     """Every image of a folder into another, skipping outputs already written (a rerun resumes).
 
-    Yields each result as it is written, or the output path of a skipped file.
+    Yields each result as it is written, or a Skipped record (done before, or unusable).
     """
     roots = allowed_folders()
     source = resolve_inside(input_folder, roots, base=compat.data_path())
@@ -185,12 +189,16 @@ def upscale_folder(
     target.mkdir(parents=True, exist_ok=True)
     for job in plan_jobs(image_files(source), target):
         if job.output.exists():
-            yield job.output
+            yield Skipped(job.source, f"{job.output} exists: already done")
             continue
         if compat.should_stop():
             return
-        image = open_image(job.source)
-        done = upscale_existing(image, params, job.source.name)
+        try:
+            image = open_image(job.source)
+            done = upscale_existing(image, params, job.source.name)
+        except (ImageLoadError, ParamsError) as error:  # this file, not the run: note it and go on
+            yield Skipped(job.source, str(error))
+            continue
         if done.result.interrupted:
             return  # nothing half-done is written; a rerun redoes this file
         text = {**text_chunks(image), "parameters": done.infotext}
@@ -205,20 +213,25 @@ class WebUIApiHost:
 
     def options(self) -> dict[str, Any]:
         from .. import __version__
-        from ..advice import rules_as_data
+        from ..advice import MAX_STEPS_RATIO, rules_as_data
         from ..images import MAX_INPUT_PIXELS
-        from ..params import json_schema
-        from ..resolution import DEFAULT_MAX_PIXELS, PRESETS
+        from ..params import json_schema, upscaler_kind
+        from ..resolution import DEFAULT_MAX_PIXELS, FAMILIES, PRESETS
         from .api import MAX_IMAGES
         from .backend import upscaler_choices
 
+        upscalers = upscaler_choices()
         return {
             "version": __version__,
-            "upscalers": upscaler_choices(),
+            "upscalers": upscalers,
+            "upscaler_kinds": {name: upscaler_kind(name) for name in upscalers},
             "latent_modes": compat.latent_modes(),
-            "model_family": compat.model_family(),
+            # the loaded checkpoint's family; asking must not load one
+            "model_family": compat.model_family_loaded(),
+            "families": {name: {"name": name, "base": f.base, "comfortable_pixels": f.comfortable_pixels,
+                                "max_steps_ratio": MAX_STEPS_RATIO} for name, f in FAMILIES.items()},
             "presets": {family: [p.as_dict() for p in presets] for family, presets in PRESETS.items()},
-            "defaults": _base_params({}).as_dict(),
+            "defaults": base_params({}).as_dict(),
             "script_args": list(SCRIPT_FIELDS),
             "limits": {"max_output_pixels": DEFAULT_MAX_PIXELS, "max_input_pixels": MAX_INPUT_PIXELS,
                        "max_images_per_request": MAX_IMAGES},
@@ -227,18 +240,27 @@ class WebUIApiHost:
         }
 
     def base_params(self, overrides: dict[str, Any]) -> HiresParams:
-        return _base_params(overrides)
+        return base_params(overrides)  # the module function of the same name
 
     def open_path(self, path: str) -> tuple[str, Image.Image]:
         real, image = open_allowed(path)
         return real.name, image
 
-    def run(self, items: list[tuple[str, Image.Image]], params: HiresParams) -> list[ExistingResult]:
+    def run(self, items: list[tuple[str, Image.Image]], params: HiresParams) -> list[NamedResult]:
+        from .api import ItemError
+
         check_upscaler(params.upscaler)
+        generations = []
+        for index, (_name, image) in enumerate(items):
+            try:
+                generations.append(generation_of(image, params))
+            except HiresUpscaleError as error:
+                raise ItemError(index, error) from None
         with compat.queue_lock():
             compat.begin_job("hires_upscale_api")
             try:
-                return [upscale_existing(image, params, name) for name, image in items]
+                return [upscale_existing(image, params, name, generation)
+                        for (name, image), generation in zip(items, generations, strict=True)]
             finally:
                 compat.end_job()
 

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from ..advice import Advice
-from ..errors import HiresUpscaleError
+from ..errors import HiresUpscaleError, ImageLoadError, ParamsError
 from ..images import open_image
 from ..params import FIT_MODES, RESIZE_MODES, SCRIPT_FIELDS, HiresParams
 from ..plan import make_plan
@@ -23,8 +23,8 @@ from . import compat
 from .backend import default_upscaler, upscaler_choices
 from .service import (
     SAME,
-    _base_params,
-    params_from_args,
+    Skipped,
+    base_params,
     save_dropped,
     upscale_existing,
     upscale_folder,
@@ -51,24 +51,31 @@ def advice_html(advice: list[Advice] | tuple[Advice, ...], error: str | None = N
     return f"<div class='hires-upscale-advice'>{items}</div>"
 
 
-def _preview(source_width: float, source_height: float, first_pass_steps: float, *args: Any) -> str:
+def _preview(params: HiresParams) -> str:
+    """The size preview and advice as the page first shows it; javascript/hires_upscale.js
+    keeps it current as the user changes values."""
     try:
-        params = params_from_args([True, *args])
-        plan = make_plan((int(source_width or 512), int(source_height or 512)), params, compat.model_family_loaded(),
-                         first_pass_steps=int(first_pass_steps or 0) or None)
+        plan = make_plan((512, 512), params, compat.model_family_loaded())
     except HiresUpscaleError as error:
         return advice_html([], str(error))
     (w, h), (tw, th) = plan.source, plan.target
     return f"<p class='hires-upscale-size'>{w}x{h} → {tw}x{th}</p>" + advice_html(plan.advice)
 
 
+def _visible_when(value: Any) -> Any:
+    return gr.update(visible=bool(value))
+
+
+def _resize_controls(mode: str) -> list[Any]:
+    return [gr.update(visible=mode == "scale"), gr.update(visible=mode == "size"),
+            gr.update(visible=mode == "size"), gr.update(visible=mode == "preset")]
+
+
 class AccordionUI:
     """Builds the accordion of one tab and knows its components."""
 
-    def __init__(self, is_img2img: bool, first_pass: dict[str, Any]) -> None:
+    def __init__(self, is_img2img: bool) -> None:
         self.tab = "img2img" if is_img2img else "txt2img"
-        #: the tab's own width/height/steps components, for the size preview and advice
-        self.first_pass = first_pass
         self.components: dict[str, Any] = {}
 
     def _id(self, name: str) -> str:
@@ -90,11 +97,12 @@ class AccordionUI:
                                        elem_id=self._id("scale"))
             with gr.Row():
                 c["width"] = gr.Slider(0, 8192, step=64, value=0, label="Width (0 = from aspect)",
-                                       elem_id=self._id("width"))
+                                       elem_id=self._id("width"), visible=False)
                 c["height"] = gr.Slider(0, 8192, step=64, value=0, label="Height (0 = from aspect)",
-                                        elem_id=self._id("height"))
+                                        elem_id=self._id("height"), visible=False)
             with gr.Row():
-                c["preset"] = gr.Dropdown(PRESET_NAMES, value="2x", label="Preset", elem_id=self._id("preset"))
+                c["preset"] = gr.Dropdown(PRESET_NAMES, value="2x", label="Preset", elem_id=self._id("preset"),
+                                          visible=False)
                 c["fit"] = gr.Radio(list(FIT_MODES), value=defaults.fit, label="When the aspect differs",
                                     elem_id=self._id("fit"))
             with gr.Row():
@@ -111,25 +119,24 @@ class AccordionUI:
             with gr.Row():
                 c["tiled"] = gr.Checkbox(defaults.tiled, label="Tiled (low VRAM)", elem_id=self._id("tiled"),
                                          info=HINTS["tiled"])
-                c["tile_size"] = gr.Slider(0, 2048, step=32, value=defaults.tile_size,
+                c["tile_size"] = gr.Slider(0, 2048, step=32, value=defaults.tile_size, visible=False,
                                            label="Tile size (0 = from free memory)", elem_id=self._id("tile_size"))
             with gr.Row():
                 c["sharpen"] = gr.Checkbox(defaults.sharpen, label="Sharpen", elem_id=self._id("sharpen"),
                                            info=HINTS["sharpen"])
                 c["sharpen_strength"] = gr.Slider(0.0, 1.0, step=0.05, value=defaults.sharpen_strength,
-                                                  label="Sharpen strength", elem_id=self._id("sharpen_strength"))
-            advice = gr.HTML(_preview(512, 512, 0, *self._defaults()), elem_id=self._id("advice"))
+                                                  label="Sharpen strength", elem_id=self._id("sharpen_strength"),
+                                                  visible=False)
+            gr.HTML(_preview(HiresParams(upscaler=c["upscaler"].value)), elem_id=self._id("advice"))
 
         refresh.click(fn=self._refresh, inputs=[], outputs=[c["upscaler"]])
-        watched = [c[name] for name in SCRIPT_FIELDS[1:]]
-        sources = [self.first_pass.get(k) for k in ("width", "height", "steps")]
-        inputs = [s if s is not None else gr.State(v) for s, v in zip(sources, (512, 512, 0), strict=True)]
-        for component in [*watched, *(s for s in sources if s is not None)]:
-            component.change(fn=_preview, inputs=[*inputs, *watched], outputs=[advice], show_progress=False)
+        # Controls that do not apply stay hidden (also after a paste, which fires .change).
+        c["resize_mode"].change(fn=_resize_controls, inputs=[c["resize_mode"]],
+                                outputs=[c["scale"], c["width"], c["height"], c["preset"]], show_progress=False)
+        c["tiled"].change(fn=_visible_when, inputs=[c["tiled"]], outputs=[c["tile_size"]], show_progress=False)
+        c["sharpen"].change(fn=_visible_when, inputs=[c["sharpen"]], outputs=[c["sharpen_strength"]],
+                            show_progress=False)
         return [c[name] for name in SCRIPT_FIELDS]
-
-    def _defaults(self) -> list[Any]:
-        return [getattr(HiresParams(), name) for name in SCRIPT_FIELDS[1:]]
 
     @staticmethod
     def _refresh() -> Any:
@@ -175,7 +182,7 @@ def _tab_params(upscaler, scale, denoise, hires_steps, sharpen_strength, negativ
         overrides["sharpen_strength"] = sharpen_strength
     if negative.strip():
         overrides["negative_prompt"] = negative
-    return _base_params(overrides)
+    return base_params(overrides)
 
 
 def _report_rows(rows: list[tuple[str, str, str, str]]) -> str:
@@ -203,13 +210,17 @@ def _run_tab(files, folder, output_folder, upscaler, scale, denoise, hires_steps
 
     if folder and folder.strip():
         for item in upscale_folder(folder.strip(), (output_folder or "").strip(), params):
-            if isinstance(item, Path):
-                rows.append((item.name, "", "", f"{item} exists: already done, skipped"))
+            if isinstance(item, Skipped):
+                rows.append((item.source.name, "", "", f"skipped: {item.reason}"))
             else:
                 add(item)
     for file in files or []:
         path = Path(getattr(file, "name", file))
-        done = upscale_existing(open_image(path), params, name=path.name)
+        try:
+            done = upscale_existing(open_image(path), params, name=path.name)
+        except (ImageLoadError, ParamsError) as error:  # this file, not the run
+            rows.append((path.name, "", "", f"skipped: {error}"))
+            continue
         if not done.result.interrupted:
             save_dropped(done)
         add(done)

@@ -17,7 +17,7 @@ BASE = {"prompt": "a lighthouse at dusk", "negative_prompt": "blurry", "steps": 
 
 def script_args(**values) -> list:
     """The alwayson_scripts args, in the documented order, from parameter values."""
-    params = HiresParams(enabled=True, upscaler=ESRGAN_NAME, hires_steps=2, **values)
+    params = HiresParams(**{"enabled": True, "upscaler": ESRGAN_NAME, "hires_steps": 2, **values})
     args = [getattr(params, name) for name in SCRIPT_FIELDS]
     return ["" if name in ("sampler", "scheduler") else value for name, value in zip(SCRIPT_FIELDS, args, strict=True)]
 
@@ -135,3 +135,22 @@ def test_pasted_infotext_sets_every_control(webui):
     assert decode(result["images"][0]).size == (128, 128)  # 96 snapped to 128
     assert info.fields["Hires upscale scale"] == "1.5" and info.fields["Hires upscale sharpen"] == "True"
     assert info.fields["Hires upscale denoise"] == "0.25"
+
+
+def test_interrupt_keeps_what_is_done_and_the_next_job_runs(webui):
+    import threading
+    import time
+
+    replies = []
+    body = {**BASE, "steps": 3, "alwayson_scripts": {"hires upscale": {"args": script_args(hires_steps=6)}}}
+    worker = threading.Thread(target=lambda: replies.append(webui.post("/sdapi/v1/txt2img", body)))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not webui.get("/sdapi/v1/progress").json().get("state", {}).get("job"):
+        time.sleep(0.2)  # wait until the job has started, then interrupt it wherever it is
+    assert webui.post("/sdapi/v1/interrupt").status == 200
+    worker.join(timeout=600)
+    assert replies and replies[0].status == 200, (replies and replies[0].body, webui.log_tail())
+    assert len(replies[0].json()["images"]) == 1
+    after = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args()}})
+    assert decode(after["images"][0]).size == (128, 128)

@@ -1,0 +1,82 @@
+// End to end in Debian's Chromium against a running WebUI with this extension:
+//   node tests/e2e/page.mjs URL OUTDIR
+// Opens txt2img, opens the accordion, picks a Latent upscaler at denoise 0.3 and expects the
+// warning, types 1000 as width and expects 1024, switches to the dark theme, then generates
+// once at 64x64 with the accordion on and expects a 128x128 image in the gallery. Screenshots
+// go to OUTDIR. Prints one JSON line with what it saw; exits non-zero on the first failure.
+import { chromium } from "playwright-core";
+
+const [url, out] = process.argv.slice(2);
+const seen = {};
+const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--no-first-run", "--disable-quic"],
+});
+
+async function pick(page, id, value) {
+    await page.locator(`#${id} input`).first().click();
+    await page.locator(`#${id} li[data-value="${value}"]`).first().click();
+}
+
+async function setNumber(page, id, value) {
+    const input = page.locator(`#${id} input[type=number]`).first();
+    await input.fill(String(value));
+    await input.press("Tab");
+}
+
+try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
+    await page.goto(`${url}/?__theme=light`, { waitUntil: "networkidle", timeout: 180000 });
+    const accordion = page.locator("#hires_upscale_txt2img_enabled");
+    await accordion.waitFor({ timeout: 180000 });
+    await accordion.locator(".label-wrap").first().click();
+    await page.locator("#hires_upscale_txt2img_upscaler").waitFor({ state: "visible" });
+
+    // A latent upscaler at the default denoise 0.3: the page warns at once, no round trip.
+    await pick(page, "hires_upscale_txt2img_upscaler", "Latent");
+    const warning = page.locator("#hires_upscale_txt2img_advice [data-code=latent_low_denoise]");
+    await warning.waitFor({ timeout: 10000 });
+    seen.latent_warning = await warning.innerText();
+    await accordion.screenshot({ path: `${out}/page-latent-warning.png` });
+
+    // Sizes snap to multiples of 64 when typed.
+    await page.locator("#hires_upscale_txt2img_resize_mode label", { hasText: "size" }).click();
+    await page.locator("#hires_upscale_txt2img_width").waitFor({ state: "visible" });
+    await setNumber(page, "hires_upscale_txt2img_width", 1000);
+    await page.waitForFunction(() =>
+        document.querySelector("#hires_upscale_txt2img_width input[type=number]").value === "1024", null,
+        { timeout: 10000 });
+    seen.snapped_width = await page.locator("#hires_upscale_txt2img_width input[type=number]").inputValue();
+    seen.size_preview = await page.locator("#hires_upscale_txt2img_advice .hires-upscale-size").innerText();
+
+    // The same accordion in the dark theme.
+    await page.goto(`${url}/?__theme=dark`, { waitUntil: "networkidle" });
+    const dark = page.locator("#hires_upscale_txt2img_enabled");
+    await dark.waitFor();
+    await dark.locator(".label-wrap").first().click();
+    await pick(page, "hires_upscale_txt2img_upscaler", "Latent");
+    await page.locator("#hires_upscale_txt2img_advice [data-code=latent_low_denoise]").waitFor({ timeout: 10000 });
+    seen.dark = await page.evaluate(() => document.body.classList.contains("dark"));
+    await dark.screenshot({ path: `${out}/page-dark.png` });
+
+    // Generate once at 64x64 with the accordion on: the gallery shows the 128x128 result.
+    await pick(page, "hires_upscale_txt2img_upscaler", process.env.HU_MODEL || "4x-TestRRDB");
+    await setNumber(page, "hires_upscale_txt2img_hires_steps", 2);
+    await setNumber(page, "txt2img_width", 64);
+    await setNumber(page, "txt2img_height", 64);
+    await setNumber(page, "txt2img_steps", 2);
+    await page.locator("#txt2img_prompt textarea").fill("a lighthouse at dusk");
+    await page.locator("#txt2img_generate").click();
+    const image = page.locator("#txt2img_gallery img").first();
+    await image.waitFor({ timeout: 600000 });
+    await page.waitForFunction(() => {
+        const img = document.querySelector("#txt2img_gallery img");
+        return img && img.complete && img.naturalWidth > 0;
+    }, null, { timeout: 600000 });
+    seen.gallery_size = await image.evaluate((img) => [img.naturalWidth, img.naturalHeight]);
+    await page.screenshot({ path: `${out}/page-generated.png` });
+    console.log(JSON.stringify(seen));
+} finally {
+    await browser.close();
+}
