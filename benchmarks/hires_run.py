@@ -15,7 +15,6 @@ session. Results into docs/benchmarks.md and docs/benchmarks-hires-run.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "webui"))
 
-from benchmarks.upscaler import write_section  # noqa: E402
+from benchmarks.report import publish  # noqa: E402
 
 MODEL = "4x-BenchRRDB"
 SIZES = ((64, 128), (128, 256))
@@ -105,12 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         s = case["seconds"]
         lines.append(f"| {case['source']} → {case['target']} | {s['builtin-rrdb']} | {s['ours-rrdb']} | "
                      f"{case['ours_vs_builtin']}x | {s['builtin-lanczos']} |")
-    text = "\n".join(lines) + "\n"
-    print()
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmarks-hires-run.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_section(args.out / "benchmarks.md", "hires-run", text)
+    publish(args.out, "hires-run", report, "\n".join(lines) + "\n")
     return 0
 
 

@@ -33,6 +33,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.report import publish  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Case:
@@ -216,20 +218,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, name: str, text: str) -> None:
-    """Replace (or append) the block between `<!-- name:start -->` and `<!-- name:end -->`."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text}\n{end}"
-    header = "# Benchmarks\n\nWritten by the benchmark commands; do not edit between the markers.\n"
-    current = path.read_text() if path.exists() else header
-    if start in current and end in current:
-        before, rest = current.split(start, 1)
-        current = before + block + rest.split(end, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(current)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.upscaler", description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -253,12 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case.name}: {case.note}", flush=True)
             cases.append(measure(case, Path(workdir), args.repeat, args.threads, args.quick))
     report = {"command": command, "repeat": args.repeat, "environment": environment(args.threads), "cases": cases}
-    text = markdown(report)
-    print()
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmarks-upscaler.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_section(args.out / "benchmarks.md", "upscaler", text)
+    publish(args.out, "upscaler", report, markdown(report))
     return 0
 
 

@@ -84,6 +84,12 @@ def overlap_for(tile_size: int) -> int:
     return max(8, min(32, tile_size // 8))
 
 
+def activation_bytes_per_pixel(scale: int, bytes_per_value: int) -> int:
+    """Peak activation bytes per input pixel of an RRDB-like net, for sizing tiles: about 64
+    features over a dozen live tensors at the input size, plus the upsampled ones at scale^2."""
+    return bytes_per_value * 64 * (12 + 3 * scale**2)
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so oneDNN gains from it."""
     try:
@@ -159,10 +165,7 @@ class ModelUpscaler:
 
     def auto_tile_size(self, width: int, height: int) -> int:
         """The largest tile whose activations fit in a share of free memory."""
-        bytes_per_value = torch.finfo(self.dtype).bits // 8
-        # Activations of an RRDB-like net: ~64 features at the input size over a
-        # dozen live tensors, plus the upsampled features at scale^2 the size.
-        bytes_per_pixel = bytes_per_value * 64 * (12 + 3 * self.scale**2)
+        bytes_per_pixel = activation_bytes_per_pixel(self.scale, torch.finfo(self.dtype).bits // 8)
         share = 0.5 if self.device.type == "cuda" else 0.25
         # On CUDA tiles run in batches (see batch_size_for): leave room for a whole batch.
         budget = min(_available_bytes(self.device) * share, 8 * 1024**3) / self.max_batch

@@ -140,11 +140,13 @@
         return 1 + Math.ceil((length - tile) / (tile - overlap));
     };
 
-    HU.tileGrid = function (source, tile) {
+    HU.tileGrid = function (source, tile, bytesPerPixel) {
         const overlap = Math.max(8, Math.min(32, Math.floor(tile / 8)));
         const big = Math.max(source[0], source[1]) > tile;
         const used = big ? overlap : 0;
-        return {columns: HU.tileCount(source[0], tile, used), rows: HU.tileCount(source[1], tile, used), tile: tile};
+        const side = Math.min(tile, Math.max(source[0], source[1]));
+        return {columns: HU.tileCount(source[0], tile, used), rows: HU.tileCount(source[1], tile, used), tile: tile,
+                megabytes: bytesPerPixel ? Math.round(side * side * bytesPerPixel / 1048576) : null};
     };
 
     function escapeHtml(text) {
@@ -159,7 +161,9 @@
         if (grid) {
             const count = grid.columns * grid.rows;
             html += "<p class='hires-upscale-grid'>tiled: " + grid.columns + "×" + grid.rows + " = " + count +
-                " tile" + (count === 1 ? "" : "s") + " of " + grid.tile + " px</p>";
+                " tile" + (count === 1 ? "" : "s") + " of " + grid.tile + " px" +
+                (grid.megabytes !== null ? ", about " + grid.megabytes + " MB of activations per tile (4x model)" : "") +
+                "</p>";
         }
         html += "<div class='hires-upscale-advice'>" + advice.map((a) =>
             "<p class='hires-upscale-" + a.level + "' data-code='" + a.code + "'>" + escapeHtml(a.message) + "</p>"
@@ -242,7 +246,7 @@
         }
         const kind = options.upscaler_kinds[p.upscaler] || "model";
         const facts = HU.facts(p, plan, family, readNumber(tab + "_steps"), kind);
-        const grid = p.tiled && p.tile_size > 0 ? HU.tileGrid(source, p.tile_size) : null;
+        const grid = p.tiled && p.tile_size > 0 ? HU.tileGrid(source, p.tile_size, options.tile_bytes_per_pixel) : null;
         target.innerHTML = HU.previewHtml(plan, HU.evaluate(options.advice_rules, facts), grid);
     };
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from benchmarks import builtin
 from benchmarks import upscaler as bench
+from benchmarks.report import write_section
 
 
 class NearestUpsample(torch.nn.Module):
@@ -49,5 +50,5 @@ def test_the_runner_writes_its_report(tmp_path, monkeypatch):
     assert report["environment"]["torch"] == torch.__version__
     text = (tmp_path / "benchmarks.md").read_text()
     assert "<!-- upscaler:start -->" in text and "| built-in algorithm |" in text
-    bench.write_section(tmp_path / "benchmarks.md", "upscaler", "replaced")
+    write_section(tmp_path / "benchmarks.md", "upscaler", "replaced")
     assert (tmp_path / "benchmarks.md").read_text().count("upscaler:start") == 1

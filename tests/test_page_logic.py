@@ -19,7 +19,7 @@ from hires_upscale.params import HiresParams
 from hires_upscale.plan import make_plan
 from hires_upscale.resolution import FAMILIES, PRESETS, plan_resize
 from hires_upscale.tiling import make_grid
-from hires_upscale.upscaler import overlap_for
+from hires_upscale.upscaler import activation_bytes_per_pixel, overlap_for
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSCALERS = {"4x-UltraSharp": "model", "Latent (bicubic)": "latent", "Lanczos": "pixel", "None": "none"}
@@ -68,6 +68,7 @@ def vectors() -> dict:
         grid = make_grid(*source, tile, overlap_for(tile) if big else 0)
         grids.append({"source": source, "tile": tile, "columns": grid.columns, "rows": grid.rows})
     return {"sizes": sizes, "advice": advice, "grids": grids, "rules": rules_as_data(),
+            "tile_bytes_per_pixel": activation_bytes_per_pixel(4, 2),
             "presets": {name: [p.as_dict() for p in presets] for name, presets in PRESETS.items()}}
 
 

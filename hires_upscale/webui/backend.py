@@ -136,7 +136,9 @@ class WebUIBackend:
         )
         img2img.scripts = None  # no extension (ours included) runs inside our pass
         img2img.script_args = []
+        img2img._hires_upscale_inner = True  # and should one copy our arguments over, we stay out
         compat.add_job()
+        compat.report_progress(f"Hires upscale: second pass, {img2img.steps} steps at {width}x{height}")
         try:
             processed = processing.process_images(img2img)
         finally:
@@ -171,11 +173,16 @@ class HostUpscaler:
         return result.resize(size, Image.Resampling.LANCZOS) if result.size != size else result
 
 
+def _engine_upscalers() -> list[str]:
+    """Names of the WebUI's upscalers whose local model file our engine runs."""
+    return [u.name for u in compat.host_upscalers() if compat.engine_model_path(u) is not None]
+
+
 def upscaler_choices() -> list[str]:
     """Upscaler names for the dropdown: models our engine runs, other model upscalers,
     latent modes, then Lanczos / Nearest / None."""
     hosts = compat.host_upscalers()
-    engine = [u.name for u in hosts if compat.engine_model_path(u) is not None]
+    engine = _engine_upscalers()
     others = [u.name for u in hosts if u.name not in engine and upscaler_kind(u.name) == "model"]
     plain = [u.name for u in hosts if upscaler_kind(u.name) in ("pixel", "none")]
     names = engine + others + compat.latent_modes() + plain
@@ -184,11 +191,10 @@ def upscaler_choices() -> list[str]:
 
 def default_upscaler() -> str:
     """The settings' default upscaler, else the first model file our engine runs, else Lanczos."""
-    choices = upscaler_choices()
     configured = compat.opt("hires_upscale_default_upscaler", "")
-    if configured and configured in choices:
+    if configured and configured in upscaler_choices():
         return configured
-    engine = [u.name for u in compat.host_upscalers() if compat.engine_model_path(u) is not None]
+    engine = _engine_upscalers()
     return engine[0] if engine else "Lanczos"
 
 

@@ -152,13 +152,21 @@ def should_stop() -> bool:
 
 
 def add_job() -> None:
-    """Tell the progress bar one more job (our second pass) is coming."""
-    if shared.state.job_count >= 0:
-        shared.state.job_count += 1
+    """Tell the progress bar (and its ETA) one more job, one of our stages, is coming."""
+    state = shared.state
+    state.job_count = max(state.job_count, 0) + 1  # -1 means "not counted yet" (our own tab and API jobs)
 
 
-def set_progress_text(text: str | None) -> None:
-    shared.state.textinfo = text
+def next_job() -> None:
+    shared.state.nextjob()
+
+
+def report_progress(text: str | None, done: int = 0, total: int = 0) -> None:
+    """The WebUI's progress text and bar for the stage at hand."""
+    state = shared.state
+    state.textinfo = text
+    if total:
+        state.sampling_steps, state.sampling_step = total, done
 
 
 def data_path() -> Path:

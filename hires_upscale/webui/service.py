@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from ..folders import image_files, plan_jobs, resolve_inside
 from ..images import open_image, save_png, text_chunks
 from ..infotext import parse_parameters, with_fields
 from ..params import SCRIPT_FIELDS, HiresParams
-from ..pipeline import NamedResult, Pipeline
+from ..pipeline import SHARPEN, UPSCALE, NamedResult, Pipeline
 from . import compat
 from .backend import Generation, WebUIBackend, check_upscaler, default_upscaler, engine_settings, upscaler_for
 
@@ -42,15 +42,17 @@ def params_from_args(args: Sequence[Any]) -> HiresParams:
 
 
 def _progress(stage: str, done: int, total: int) -> None:
-    compat.set_progress_text(f"Hires upscale: {stage} {done}/{total}")
+    """Name the stage in the WebUI's progress text; the upscale stage is one job of the bar."""
+    if stage == UPSCALE:
+        compat.report_progress(f"Hires upscale: upscaling {done}/{total} tile{'s' if total > 1 else ''}",
+                               done, total)
+        if done == total:
+            compat.next_job()
+    elif stage == SHARPEN:
+        compat.report_progress("Hires upscale: sharpening")
 
 
 # -- images the WebUI just made -------------------------------------------------
-
-@dataclass
-class _JobState:
-    params: HiresParams
-
 
 def prepare(p: Any, args: Sequence[Any]) -> None:
     """Validate the arguments once per job and write our fields into the infotext.
@@ -71,21 +73,23 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
         log.error(message)
         compat.comment(p, message)
         return
-    p._hires_upscale = _JobState(params)
+    p._hires_upscale = params
     p.extra_generation_params.update(params.infotext_fields())
 
 
 def postprocess(p: Any, image: Image.Image) -> Image.Image:
     """The hires upscale of one image of the job; the input back when we are off."""
-    job: _JobState | None = getattr(p, "_hires_upscale", None)
-    if job is None:
+    params: HiresParams | None = getattr(p, "_hires_upscale", None)
+    if params is None:
         return image
     index = compat.image_index(p)
-    pipeline = Pipeline(upscaler_for(job.params), WebUIBackend(Generation.from_processing(p, index)))
+    pipeline = Pipeline(upscaler_for(params), WebUIBackend(Generation.from_processing(p, index)))
     try:
         if compat.opt("hires_upscale_save_first_pass", False):
             compat.save_first_pass(p, image, index)
-        result = pipeline.run(image, job.params, first_pass_steps=p.steps, progress=_progress,
+        if params.upscaler_kind != "latent":
+            compat.add_job()  # the upscale stage; the second pass adds its own
+        result = pipeline.run(image, params, first_pass_steps=p.steps, progress=_progress,
                               should_stop=compat.should_stop)
     except HiresUpscaleError as error:
         message = f"Hires upscale failed for image {index + 1}: {error}"
@@ -93,7 +97,7 @@ def postprocess(p: Any, image: Image.Image) -> Image.Image:
         compat.comment(p, message)
         return image
     finally:
-        compat.set_progress_text(None)
+        compat.report_progress(None)
     # The infotext of this image is written right after this hook: make it tell this image's story.
     p.extra_generation_params.update(result.infotext_fields)
     if result.interrupted:
@@ -124,11 +128,13 @@ def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image
     original = text_chunks(image).get("parameters", "")
     info = parse_parameters(original)
     pipeline = Pipeline(upscaler_for(params), WebUIBackend(generation or Generation.from_info(info, params)))
+    if params.upscaler_kind != "latent":
+        compat.add_job()  # the upscale stage; the second pass adds its own
     try:
         result = pipeline.run(image, params, first_pass_steps=info.steps, progress=_progress,
                               should_stop=compat.should_stop)
     finally:
-        compat.set_progress_text(None)
+        compat.report_progress(None)
     infotext = with_fields(original, result.infotext_fields)
     result.image.info["parameters"] = infotext
     return NamedResult(name, result, infotext)
@@ -174,10 +180,7 @@ class Skipped:
     reason: str
 
 
-def upscale_folder(
-    input_folder: str, output_folder: str, params: HiresParams, *,
-    on_done: Callable[[NamedResult], None] | None = None,
-) -> Iterator[NamedResult | Skipped]:
+def upscale_folder(input_folder: str, output_folder: str, params: HiresParams) -> Iterator[NamedResult | Skipped]:
     """Every image of a folder into another, skipping outputs already written (a rerun resumes).
 
     Yields each result as it is written, or a Skipped record (done before, or unusable).
@@ -203,8 +206,6 @@ def upscale_folder(
             return  # nothing half-done is written; a rerun redoes this file
         text = {**text_chunks(image), "parameters": done.infotext}
         done.output = save_png(done.result.image, job.output, text=text)
-        if on_done is not None:
-            on_done(done)
         yield done
 
 
@@ -217,6 +218,7 @@ class WebUIApiHost:
         from ..images import MAX_INPUT_PIXELS
         from ..params import json_schema, upscaler_kind
         from ..resolution import DEFAULT_MAX_PIXELS, FAMILIES, PRESETS
+        from ..upscaler import activation_bytes_per_pixel
         from .api import MAX_IMAGES
         from .backend import upscaler_choices
 
@@ -237,6 +239,9 @@ class WebUIApiHost:
                        "max_images_per_request": MAX_IMAGES},
             "schema": json_schema(),
             "advice_rules": rules_as_data(),
+            # for the page's memory estimate of a tile of a 4x model, in this WebUI's precision
+            "tile_bytes_per_pixel": activation_bytes_per_pixel(
+                4, 4 if engine_settings(HiresParams())["precision"] == "fp32" else 2),
         }
 
     def base_params(self, overrides: dict[str, Any]) -> HiresParams:

@@ -40,6 +40,13 @@ test("tile grid counts like tiling.make_grid with the engine's overlap", () => {
     }
 });
 
+test("memory estimate of a tile uses the bytes per pixel the server gives", () => {
+    const grid = HU.tileGrid([512, 512], 256, vectors.tile_bytes_per_pixel);
+    assert.equal(grid.megabytes, Math.round(256 * 256 * vectors.tile_bytes_per_pixel / 1048576));
+    assert.equal(HU.tileGrid([100, 80], 256, vectors.tile_bytes_per_pixel).megabytes,
+        Math.round(100 * 100 * vectors.tile_bytes_per_pixel / 1048576));
+});
+
 test("snap and Python's rounding", () => {
     assert.equal(HU.snap(1000), 1024);
     assert.equal(HU.snap(10), 64);

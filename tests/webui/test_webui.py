@@ -154,3 +154,20 @@ def test_interrupt_keeps_what_is_done_and_the_next_job_runs(webui):
     assert len(replies[0].json()["images"]) == 1
     after = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args()}})
     assert decode(after["images"][0]).size == (128, 128)
+
+
+def test_progress_names_our_stages(webui):
+    import threading
+    import time
+
+    replies, seen = [], set()
+    body = {**BASE, "alwayson_scripts": {"hires upscale": {"args": script_args(hires_steps=4)}}}
+    worker = threading.Thread(target=lambda: replies.append(webui.post("/sdapi/v1/txt2img", body)))
+    worker.start()
+    while worker.is_alive():
+        text = webui.get("/sdapi/v1/progress?skip_current_image=true").json().get("textinfo")
+        if text:
+            seen.add(text)
+        time.sleep(0.1)
+    assert replies[0].status == 200
+    assert any(t.startswith("Hires upscale: second pass, 4 steps at 128x128") for t in seen), seen
