@@ -12,6 +12,7 @@ import binascii
 import io
 import os
 import tempfile
+from glob import escape as glob_escape
 from pathlib import Path
 
 from PIL import Image, ImageOps, PngImagePlugin
@@ -117,7 +118,14 @@ def save_png(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    _remove_leftovers(path)
     return path
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary files of earlier writes of `path` that a killed process left behind."""
+    for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def _move_without_replacing(temp: Path, path: Path) -> None:

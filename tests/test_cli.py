@@ -110,3 +110,32 @@ def test_inputs_with_the_same_name_are_refused(tmp_path):
         noise_image(8, 8).save(tmp_path / sub / "same.png")
     done = run_cli("upscale", tmp_path / "x" / "same.png", tmp_path / "y" / "same.png", "-o", tmp_path / "out")
     assert done.returncode == 2 and "would both write" in done.stderr
+
+
+def test_a_killed_batch_resumes_with_every_output_whole(tmp_path, rrdb_full):
+    import signal
+    import time
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for index in range(4):
+        noise_image(96, 96, seed=index).save(folder / f"img{index}.png")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "hires_upscale", "upscale", str(folder), "--model", str(rrdb_full),
+               "-o", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not list(out.glob("*.png")) and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # in the middle of the batch, mid-write or mid-model
+    process.wait()
+    first = sorted(p.name for p in out.glob("*.png"))
+    assert 1 <= len(first) < 4, "the kill should land in the middle of the batch"
+    again = run_cli("upscale", folder, "--model", rrdb_full, "-o", out)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("skip") == len(first)
+    assert sorted(p.name for p in out.iterdir()) == [f"img{i}.png" for i in range(4)]  # no leftovers
+    for index in range(4):
+        with Image.open(out / f"img{index}.png") as result:
+            result.load()  # complete files only
+            assert result.size == (192, 192)
