@@ -17,7 +17,6 @@ class HiresUpscaleScript(scripts.Script):
         accordion = ui.AccordionUI(is_img2img)
         components = accordion.build()
         self.infotext_fields = accordion.infotext_fields()
-        self.paste_field_names = ui.paste_field_names()
         return components
 
     def process(self, p, *args) -> None:

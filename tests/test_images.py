@@ -78,3 +78,28 @@ def test_base64_images_and_their_limits(monkeypatch):
     monkeypatch.setattr(images, "MAX_INPUT_PIXELS", 50)
     with pytest.raises(ImageLoadError, match="12x8 is more than the 50 pixels allowed"):
         images.decode_base64_image(data)
+
+
+def test_decompression_bombs_are_refused_before_decoding(tmp_path, monkeypatch):
+    from hires_upscale import images
+
+    # A PNG whose header claims more pixels than allowed: refused from the header alone.
+    noise_image(64, 64).save(tmp_path / "big.png")
+    monkeypatch.setattr(images, "MAX_INPUT_PIXELS", 64 * 63)
+    with pytest.raises(ImageLoadError, match="64x64 is more than"):
+        open_image(tmp_path / "big.png")
+
+
+def test_truncated_animated_and_alpha_images(tmp_path):
+    noise_image(40, 40).save(tmp_path / "whole.png")
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageLoadError, match="cut.png"):
+        open_image(tmp_path / "cut.png")
+    frames = [noise_image(16, 16, seed=i) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    first = open_image(tmp_path / "anim.gif")
+    assert first.size == (16, 16) and first.mode == "RGB"
+    la = noise_image(8, 8).convert("LA")
+    la.save(tmp_path / "la.png")
+    assert open_image(tmp_path / "la.png").mode == "LA"  # alpha kept; the upscaler resizes it apart

@@ -144,7 +144,10 @@ class AccordionUI:
         return gr.update(choices=upscaler_choices())
 
     def infotext_fields(self) -> list[tuple[Any, Any]]:
-        """Paste bindings: every control follows a pasted infotext; ours absent = accordion closed."""
+        """Paste bindings: every control follows a pasted infotext; ours absent = accordion closed.
+
+        "Send to txt2img/img2img" pastes the image's infotext through these as well, so no
+        `paste_field_names` are needed (they only match string keys, and ours read the text)."""
 
         def value_of(name: str):
             def read(fields: dict[str, Any]) -> Any:
@@ -162,13 +165,6 @@ class AccordionUI:
             return read
 
         return [(self.components[name], value_of(name)) for name in SCRIPT_FIELDS]
-
-
-def paste_field_names() -> list[str]:
-    """Our infotext keys, so "Send to txt2img/img2img" carries them between tabs."""
-    import dataclasses
-
-    return [f.metadata["key"] for f in dataclasses.fields(HiresParams) if f.name in SCRIPT_FIELDS]
 
 
 # -- the tab ----------------------------------------------------------------------
