@@ -28,6 +28,8 @@ log = logging.getLogger("hires_upscale")
 
 #: Dropdown label for "use the first pass's sampler/scheduler" (the parameter value is "").
 SAME = "Same as first pass"
+#: Infotext key that tells why an image was not upscaled (not a parameter: paste ignores it).
+ERROR_KEY = "Hires upscale error"
 #: Marks a processing object as ours (or another extension's inner pass): never hires-upscale it again.
 INNER_MARKERS = ("_hires_upscale_inner", "_ad_inner")
 
@@ -72,6 +74,7 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
         message = f"Hires upscale is off for this job: {error}"
         log.error(message)
         compat.comment(p, message)
+        p.extra_generation_params[ERROR_KEY] = message  # API callers see the info, not the page's comments
         return
     p._hires_upscale = params
     p.extra_generation_params.update(params.infotext_fields())
@@ -95,9 +98,11 @@ def postprocess(p: Any, image: Image.Image) -> Image.Image:
         message = f"Hires upscale failed for image {index + 1}: {error}"
         log.error(message)
         compat.comment(p, message)
+        p.extra_generation_params[ERROR_KEY] = message  # this image's infotext says why it is small
         return image
     finally:
         compat.report_progress(None)
+    p.extra_generation_params.pop(ERROR_KEY, None)
     # The infotext of this image is written right after this hook: make it tell this image's story.
     p.extra_generation_params.update(result.infotext_fields)
     if result.interrupted:

@@ -35,6 +35,8 @@ CPU_FLAGS = ["--skip-torch-cuda-test", "--use-cpu", "all", "--no-half", "--preci
              "--skip-version-check", "--no-download-sd-model", "--skip-prepare-environment",
              "--server-name", "127.0.0.1"]
 ESRGAN_NAME = "4x-TestRRDB"
+#: A model saved by plain torch.save, whose newer archive entries the WebUI's safe unpickler refuses.
+REJECTED_NAME = "4x-Rejected"
 CHECKPOINT_RECIPE = "r2"
 START_TIMEOUT = 600
 
@@ -139,6 +141,9 @@ class WebUI:
         self.esrgan_dir.mkdir(exist_ok=True)
         # A small RRDB saved the way the WebUI's safe loader accepts (tests/models.py).
         models.save_pth(models.rrdb(4, filters=32, blocks=3), self.esrgan_dir / f"{ESRGAN_NAME}.pth")
+        import torch
+
+        torch.save(models.rrdb(4, filters=8, blocks=1).state_dict(), self.esrgan_dir / f"{REJECTED_NAME}.pth")
         for name, module in self.extra_models.items():
             models.save_pth(module, self.esrgan_dir / f"{name}.pth")
         command = [str(self.root / "venv" / "bin" / "python"), "launch.py", *CPU_FLAGS, "--port", str(self.port),
