@@ -12,11 +12,6 @@ from typing import Any
 
 from modules import processing, scripts, shared
 
-try:  # v1.8+
-    from modules import infotext_utils as infotext_module
-except ImportError:  # v1.6, v1.7
-    from modules import generation_parameters_copypaste as infotext_module  # type: ignore[no-redef]
-
 #: v1.8+ runs postprocess_image_after_composite on the composited (inpaint) image.
 HAS_AFTER_COMPOSITE: bool = hasattr(scripts.Script, "postprocess_image_after_composite")
 
@@ -186,10 +181,6 @@ def output_folders() -> list[Path]:
         if value:
             folders.append(Path(value) if os.path.isabs(value) else base / value)
     return folders
-
-
-def parse_generation_parameters(text: str) -> dict[str, Any]:
-    return infotext_module.parse_generation_parameters(text)
 
 
 def find_checkpoint(name: str) -> str | None:
