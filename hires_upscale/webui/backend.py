@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -13,7 +14,7 @@ from ..errors import FieldError, Interrupted, ModelLoadError, ParamsError
 from ..infotext import GenerationInfo
 from ..params import HiresParams, upscaler_kind
 from ..plan import Plan
-from ..upscaler import ImageUpscaler, LanczosUpscaler, load_model
+from ..upscaler import ImageUpscaler, LanczosUpscaler, ModelUpscaler, load_model
 from . import compat
 
 log = logging.getLogger("hires_upscale")
@@ -205,6 +206,18 @@ def engine_settings(params: HiresParams) -> dict[str, Any]:
     return {"tile_size": int(tile or 0), "precision": "fp32" if fp32 else "auto"}
 
 
+def load_engine_model(path: Path, params: HiresParams) -> ModelUpscaler:
+    """A local model file on our engine, where and how the WebUI's settings say; a file the
+    WebUI's safe unpickler refuses is reported with that reason, not spandrel's confusion."""
+    try:
+        return load_model(path, device=compat.upscaler_device(), **engine_settings(params))
+    except ModelLoadError as error:
+        refusal = compat.safe_unpickle_refusal(path)
+        if refusal is not None:
+            raise ModelLoadError(path, refusal) from error
+        raise
+
+
 def upscaler_for(params: HiresParams) -> Callable[[str], ImageUpscaler]:
     """Maps an upscaler name to our engine (local ESRGAN-family files) or the WebUI's upscaler."""
 
@@ -214,13 +227,7 @@ def upscaler_for(params: HiresParams) -> Callable[[str], ImageUpscaler]:
                 continue
             path = compat.engine_model_path(data)
             if path is not None:
-                try:
-                    return load_model(path, device=compat.upscaler_device(), **engine_settings(params))
-                except ModelLoadError as error:
-                    refusal = compat.safe_unpickle_refusal(path)
-                    if refusal is not None:
-                        raise ModelLoadError(path, refusal) from error
-                    raise
+                return load_engine_model(path, params)
             if upscaler_kind(name) == "pixel" and name.lower() == "lanczos":
                 return LanczosUpscaler()
             return HostUpscaler(data)

@@ -22,7 +22,15 @@ from ..infotext import parse_parameters, with_fields
 from ..params import SCRIPT_FIELDS, HiresParams
 from ..pipeline import SHARPEN, UPSCALE, NamedResult, Pipeline
 from . import compat
-from .backend import Generation, WebUIBackend, check_upscaler, default_upscaler, engine_settings, upscaler_for
+from .backend import (
+    Generation,
+    WebUIBackend,
+    check_upscaler,
+    default_upscaler,
+    engine_settings,
+    load_engine_model,
+    upscaler_for,
+)
 
 log = logging.getLogger("hires_upscale")
 
@@ -281,8 +289,6 @@ def serving_host_upscalers() -> bool:
 
 def engine_upscale_native(path: Path, image: Image.Image) -> Image.Image:
     """One pass of a model at its native scale, for the WebUI's own upscaler loop."""
-    from ..upscaler import load_model
-
-    model = load_model(path, device=compat.upscaler_device(), **engine_settings(HiresParams()))
+    model = load_engine_model(path, HiresParams())
     return model.upscale(image.convert("RGB"), (image.width * model.scale, image.height * model.scale),
                          should_stop=compat.should_stop)
