@@ -115,6 +115,9 @@ def upscale_command(args: argparse.Namespace) -> int:
             save_png(result.image, output, text=text, overwrite=args.overwrite)
             (w, h), (tw, th) = image.size, result.image.size
             print(f"{source} {w}x{h} -> {output} {tw}x{th}")
+            # What the file held that the output does not (frames, oversized text): said, not silent.
+            for notice in result.notices:
+                print(f"{notice.level}: {source}: {notice.message}", file=sys.stderr)
         except HiresUpscaleError as error:
             failed += 1
             print(f"error: {source}: {error}", file=sys.stderr)

@@ -11,23 +11,34 @@ import base64
 import binascii
 import io
 import os
+import struct
 import tempfile
+import zlib
 from glob import escape as glob_escape
 from pathlib import Path
+from typing import BinaryIO
 
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from .advice import Advice
 from .errors import ImageLoadError, OutputExistsError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 #: Larger inputs are refused before their pixels are decoded (about 8192x8192).
 MAX_INPUT_PIXELS = 8192 * 8192
+#: `image.info` key of the notices `open_image` leaves about what it did not keep (see `notices`).
+#: Not a string, so it never becomes a PNG text chunk of an output.
+NOTICES_KEY = "hires_upscale_notices"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
     """The image at `path`, upright (EXIF orientation applied), first frame, in RGB/RGBA/L/LA.
 
     PNG text chunks stay available in `image.info`. Raises `ImageLoadError` naming the file.
+    What was read but not kept (further frames, text chunks over Pillow's limits) is
+    listed by `notices(image)`.
     """
     path = Path(path)
     try:
@@ -35,6 +46,11 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
             return _decode(stream, path)
     except OSError as error:
         raise ImageLoadError(path, error.strerror or str(error)) from None
+
+
+def notices(image: Image.Image) -> list[Advice]:
+    """What `open_image` left out of this image, for the user to see (the run's warnings)."""
+    return list(image.info.get(NOTICES_KEY, ()))
 
 
 def decode_base64_image(data: str, name: str = "image") -> Image.Image:
@@ -48,23 +64,112 @@ def decode_base64_image(data: str, name: str = "image") -> Image.Image:
     return _decode(io.BytesIO(raw), Path(name))
 
 
-def _decode(stream, path: Path) -> Image.Image:
+def _decode(stream: BinaryIO, path: Path) -> Image.Image:
+    try:
+        image = _read(stream, path)
+    except ValueError as error:
+        # Pillow refuses a whole PNG when a text chunk is over its limits (MAX_TEXT_CHUNK
+        # decompressed, MAX_TEXT_MEMORY in all). The pixels are still good: read them without
+        # that text, and say what was lost.
+        stream.seek(0)
+        kept, dropped = _without_oversized_text(stream.read())
+        if not dropped:
+            raise ImageLoadError(path, str(error) or type(error).__name__) from None
+        try:
+            image = _read(io.BytesIO(kept), path)
+        except ValueError as again:
+            raise ImageLoadError(path, str(again) or type(again).__name__) from None
+        image.info[NOTICES_KEY] = [_text_dropped(key, size) for key, size in dropped] + notices(image)
+    return image
+
+
+def _read(stream: BinaryIO, path: Path) -> Image.Image:
+    """One decode attempt; ValueError (Pillow's text limits among others) is left to `_decode`."""
     try:
         with Image.open(stream) as opened:
             width, height = opened.size
             if width * height > MAX_INPUT_PIXELS:
                 raise ImageLoadError(path, f"{width}x{height} is more than the {MAX_INPUT_PIXELS:,} pixels allowed")
+            frames = getattr(opened, "n_frames", 1)
             opened.seek(0)
-            info = dict(opened.info)
             image = ImageOps.exif_transpose(opened)
             image.load()
+            info = dict(opened.info)
     except ImageLoadError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "it is not in an image format Pillow can read (PNG, JPEG, WebP, ...)") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageLoadError(path, str(error) or type(error).__name__) from None
     image = _normalise_mode(image)
     image.info.update({k: v for k, v in info.items() if isinstance(v, str)})
+    found: list[Advice] = []
+    if frames > 1:
+        found.append(Advice("first_frame", "info", "image",
+                            f"The file has {frames} frames; only the first is upscaled."))
+    image.info[NOTICES_KEY] = found
     return image
+
+
+def _text_dropped(key: str, size: int | None) -> Advice:
+    # The message does not name the file: every front end shows it beside the file's name.
+    amount = f"{size:,} characters" if size is not None else \
+        f"more than {PngImagePlugin.MAX_TEXT_CHUNK:,} bytes once decompressed"
+    return Advice(
+        "text_dropped", "warning", "image",
+        f"Its PNG text {key!r} ({amount}) is over Pillow's limits and was dropped; the pixels are "
+        "upscaled, but the prompt and settings it held cannot be recovered from this file.",
+    )
+
+
+def _without_oversized_text(data: bytes) -> tuple[bytes, list[tuple[str, int | None]]]:
+    """The PNG `data` without the text chunks Pillow would refuse, and (keyword, size) of each dropped.
+
+    Sizes are what Pillow counts (decoded characters); None when a compressed chunk
+    is over MAX_TEXT_CHUNK, as its full size is never decompressed. Not a PNG: unchanged.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return data, []
+    # Read at call time: the WebUI or a user may have raised Pillow's limits.
+    chunk_limit, memory_limit = PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY
+    kept, dropped, memory, pos = [data[:8]], [], 0, 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if kind in _TEXT_CHUNKS:
+            key, size = _text_size(kind, data[pos + 8:pos + 8 + length], chunk_limit)
+            if size is None or memory + size > memory_limit:
+                dropped.append((key, size))
+                pos = end
+                continue
+            memory += size
+        kept.append(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            break
+    kept.append(data[pos:])
+    return b"".join(kept), dropped
+
+
+def _text_size(kind: bytes, body: bytes, chunk_limit: int) -> tuple[str, int | None]:
+    """Keyword and decoded length of a text chunk; None if its compressed text is over `chunk_limit`."""
+    key, _, rest = body.partition(b"\0")
+    name = key.decode("latin-1")
+    compressed = kind == b"zTXt" or (kind == b"iTXt" and rest[:1] == b"\1")
+    if kind == b"iTXt":  # flag, method, language\0, translated keyword\0, text
+        rest = rest[2:].split(b"\0", 2)[-1]
+    elif kind == b"zTXt":
+        rest = rest[1:]
+    if not compressed:
+        return name, len(rest)
+    inflate = zlib.decompressobj()
+    try:
+        text = inflate.decompress(rest, chunk_limit)
+    except zlib.error:
+        return name, 0  # Pillow ignores a broken compressed text; so do we
+    if inflate.unconsumed_tail:
+        return name, None
+    return name, len(text)
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:

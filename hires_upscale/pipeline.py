@@ -14,7 +14,9 @@ from typing import Protocol
 
 from PIL import Image
 
+from .advice import Advice
 from .errors import Interrupted
+from .images import notices
 from .params import HiresParams
 from .plan import Plan, make_plan
 from .resolution import SNAP_MULTIPLE, apply_fit
@@ -27,6 +29,9 @@ ShouldStop = Callable[[], bool]
 
 UPSCALE, SECOND_PASS, SHARPEN = "upscale", "second pass", "sharpen"
 STAGES = (UPSCALE, SECOND_PASS, SHARPEN)
+#: What transparent pixels become before a second pass, unless the backend names its own
+#: `background` (the WebUI's img2img flattens onto its "img2img_background_color", white by default).
+DEFAULT_BACKGROUND = "#ffffff"
 
 
 class Backend(Protocol):
@@ -56,6 +61,8 @@ class Result:
     #: the stages that completed, in order
     stages: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: what happened to this image beyond the plan (first frame only, text or alpha dropped)
+    notices: list[Advice] = field(default_factory=list)
 
     @property
     def infotext_fields(self) -> dict[str, str]:
@@ -63,7 +70,8 @@ class Result:
 
     @property
     def advice(self) -> list[dict[str, str]]:
-        return [a.as_dict() for a in self.plan.advice]
+        """The plan's warnings, then this image's notices: one list for every front end."""
+        return [a.as_dict() for a in (*self.plan.advice, *self.notices)]
 
 
 @dataclass
@@ -123,12 +131,16 @@ class Pipeline:
         plan = self.plan(image, params, first_pass_steps=first_pass_steps)
         report = progress or _no_progress
         stop = should_stop or _never_stop
-        result = Result(image, plan)
+        result = Result(image, plan, notices=notices(image))
         try:
             if plan.upscaler_kind != "latent" or self.backend is None:
                 result.image = self._upscale(image, plan, report, stop)
                 result.stages.append(UPSCALE)
             if plan.second_pass and self.backend is not None:
+                if result.image.mode in ("RGBA", "LA"):
+                    result.image, notice = _flatten(result.image, getattr(self.backend, "background",
+                                                                          DEFAULT_BACKGROUND))
+                    result.notices.append(notice)
                 result.image = self.backend.second_pass(
                     result.image, plan, progress=lambda done, total: report(SECOND_PASS, done, total),
                     should_stop=stop,
@@ -154,3 +166,16 @@ class Pipeline:
             progress=lambda done, total: report(UPSCALE, done, total), should_stop=stop,
         )
         return apply_fit(upscaled, plan.resize)
+
+
+def _flatten(image: Image.Image, background: str) -> tuple[Image.Image, Advice]:
+    """`image` composited onto `background`, as RGB: img2img has no alpha, so say where it went.
+
+    Done here rather than left to the host so the result is the same in every WebUI, and told.
+    """
+    flat = Image.new("RGBA", image.size, background)
+    flat.alpha_composite(image.convert("RGBA"))
+    notice = Advice("alpha_flattened", "info", "image",
+                    f"The image's transparency was flattened onto {background} for the second pass "
+                    "(img2img has no alpha); the result is opaque. With denoise 0 the alpha is kept.")
+    return flat.convert("RGB"), notice

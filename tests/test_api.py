@@ -122,3 +122,22 @@ def test_without_the_api_flag_only_options_exist(tmp_path):
     client = TestClient(app)
     assert client.get("/hires-upscale/v1/options").status_code == 200
     assert client.post("/hires-upscale/v1/upscale", json={}).status_code in (404, 405)
+
+
+def test_what_an_image_loses_comes_back_in_its_warnings(client):
+    from PIL import PngImagePlugin
+
+    frames = [noise_image(16, 16, seed=i) for i in range(2)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "x" * (PngImagePlugin.MAX_TEXT_CHUNK + 1), zip=True)
+    huge = io.BytesIO()
+    noise_image(8, 8).save(huge, format="PNG", pnginfo=info)
+    reply = client.post("/hires-upscale/v1/upscale", json={"images": [
+        base64.b64encode(buffer.getvalue()).decode(), base64.b64encode(huge.getvalue()).decode()]})
+    assert reply.status_code == 200, reply.text
+    gif, png = reply.json()["images"]
+    assert [w["code"] for w in gif["warnings"]] == ["first_frame"]
+    assert gif["warnings"][0]["message"] == "The file has 2 frames; only the first is upscaled."
+    assert [w["code"] for w in png["warnings"]] == ["text_dropped"] and png["name"] == "image 2"

@@ -139,3 +139,23 @@ def test_a_killed_batch_resumes_with_every_output_whole(tmp_path, rrdb_full):
         with Image.open(out / f"img{index}.png") as result:
             result.load()  # complete files only
             assert result.size == (192, 192)
+
+
+def test_what_an_input_loses_is_said(tmp_path):
+    from PIL import PngImagePlugin
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "x" * (PngImagePlugin.MAX_TEXT_CHUNK + 1), zip=True)  # over Pillow's limit
+    noise_image(24, 16).save(folder / "huge.png", pnginfo=info)
+    frames = [noise_image(16, 16, seed=i) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    done = run_cli("upscale", folder, tmp_path / "anim.gif", "-o", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"warning: {folder / 'huge.png'}: Its PNG text 'parameters'" in done.stderr
+    assert "cannot be recovered" in done.stderr
+    assert f"info: {tmp_path / 'anim.gif'}: The file has 3 frames; only the first is upscaled." in done.stderr
+    with Image.open(tmp_path / "out" / "huge.png") as result:
+        assert result.size == (48, 32) and "parameters" not in result.text and "hires-upscale" in result.text

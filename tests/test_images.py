@@ -103,3 +103,76 @@ def test_truncated_animated_and_alpha_images(tmp_path):
     la = noise_image(8, 8).convert("LA")
     la.save(tmp_path / "la.png")
     assert open_image(tmp_path / "la.png").mode == "LA"  # alpha kept; the upscaler resizes it apart
+
+
+# -- what a file holds that the image does not keep: said, never a raw Pillow error --------------
+
+def png_with_text(path, chunks: list[tuple[str, str, bool]]):
+    """A PNG whose text chunks are (keyword, text, compressed)."""
+    info = PngImagePlugin.PngInfo()
+    for key, value, compressed in chunks:
+        info.add_text(key, value, zip=compressed)
+    noise_image(24, 16).save(path, pnginfo=info)
+    return path
+
+
+def test_text_over_pillows_chunk_limit_is_dropped_and_the_pixels_kept(tmp_path):
+    from hires_upscale.images import notices
+
+    huge = "a lighthouse, " * (PngImagePlugin.MAX_TEXT_CHUNK // 14 + 10)  # over 1 MB once decompressed
+    path = png_with_text(tmp_path / "huge.png", [("note", "kept", False), ("parameters", huge, True)])
+    with pytest.raises(ValueError), Image.open(path) as raw:  # Pillow alone refuses the whole file
+        raw.load()
+    image = open_image(path)
+    assert image.size == (24, 16) and image.tobytes() == noise_image(24, 16).tobytes()
+    assert "parameters" not in text_chunks(image) and text_chunks(image)["note"] == "kept"
+    [notice] = notices(image)
+    assert (notice.code, notice.level, notice.field) == ("text_dropped", "warning", "image")
+    assert notice.message.startswith("Its PNG text 'parameters' (more than 1,048,576 bytes")
+    assert "cannot be recovered" in notice.message
+
+
+def test_text_over_pillows_memory_limit_is_dropped_and_the_rest_kept(tmp_path, monkeypatch):
+    from hires_upscale.images import notices
+
+    # MAX_TEXT_MEMORY is 64 MB; the same rule at a small limit keeps the test light.
+    monkeypatch.setattr(PngImagePlugin, "MAX_TEXT_MEMORY", 1000)
+    path = png_with_text(tmp_path / "many.png", [("parameters", "p" * 600, False), ("extra", "e" * 600, False)])
+    with pytest.raises(ValueError, match="MAX_TEXT_MEMORY"), Image.open(path) as raw:
+        raw.load()
+    image = open_image(path)
+    assert text_chunks(image) == {"parameters": "p" * 600}
+    assert [n.code for n in notices(image)] == ["text_dropped"] and "'extra' (600 characters)" in \
+        notices(image)[0].message
+
+
+def test_a_large_but_allowed_prompt_round_trips(tmp_path):
+    prompt = ("a lighthouse at dusk, été, <lora:film:0.6>, " * 5000)[:200_000]  # 200 KB, not ASCII
+    text = f"{prompt}\nNegative prompt: blurry\nSteps: 20, Seed: 1, Size: 24x16"
+    for compressed in (False, True):
+        path = png_with_text(tmp_path / f"long-{compressed}.png", [("parameters", text, compressed)])
+        image = open_image(path)
+        assert text_chunks(image)["parameters"] == text
+        out = save_png(image, tmp_path / f"out-{compressed}.png", text=text_chunks(image))
+        assert text_chunks(open_image(out))["parameters"] == text
+
+
+@pytest.mark.parametrize("suffix, options", [
+    ("gif", {}),
+    ("png", {}),  # APNG
+    ("webp", {"lossless": True}),
+])
+def test_animations_give_their_first_frame_and_say_so(tmp_path, suffix, options):
+    from hires_upscale.images import notices
+
+    frames = [noise_image(16, 12, seed=i) for i in range(3)]
+    path = tmp_path / f"anim.{suffix}"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, **options)
+    image = open_image(path)
+    assert image.size == (16, 12)
+    if suffix != "gif":  # GIF's palette changes pixels; the others are exact
+        assert image.convert("RGB").tobytes() == frames[0].tobytes()
+    [notice] = notices(image)
+    assert notice.code == "first_frame" and notice.message == "The file has 3 frames; only the first is upscaled."
+    frames[0].save(tmp_path / f"still.{suffix}", **options)
+    assert notices(open_image(tmp_path / f"still.{suffix}")) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from conftest import noise_image
 from PIL import Image, ImageFilter
 
@@ -115,3 +116,45 @@ def test_advice_travels_with_the_result():
     result = lanczos_pipeline(RecordingImg2Img()).run(noise_image(64, 64), HiresParams(denoise=0.7))
     assert [a["code"] for a in result.advice] == ["high_denoise"]
     assert isinstance(result.image, Image.Image)
+
+
+# -- transparency: kept when only upscaling, flattened (and said) before a second pass ----------
+
+def half_transparent(mode: str) -> Image.Image:
+    """Left half fully transparent, right half opaque."""
+    image = noise_image(64, 64).convert(mode)
+    alpha = Image.new("L", (64, 64), 0)
+    alpha.paste(255, (32, 0, 64, 64))
+    image.putalpha(alpha)
+    return image
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+@pytest.mark.parametrize("upscaler", ["lanczos", "model"])
+def test_upscale_only_keeps_the_alpha(mode, upscaler, rrdb_small):
+    pipeline = Pipeline(lambda name: load_model(rrdb_small, device="cpu") if upscaler == "model"
+                        else resolve_upscaler("lanczos"), RecordingImg2Img())
+    result = pipeline.run(half_transparent(mode), HiresParams(denoise=0))
+    # an RGB model turns gray into RGB (LA -> RGBA), like an L input; the alpha stays either way
+    assert result.image.mode == (mode if upscaler == "lanczos" else "RGBA") and result.image.size == (128, 128)
+    alpha = result.image.getchannel("A")
+    assert alpha.getpixel((2, 64)) == 0 and alpha.getpixel((125, 64)) == 255
+    assert result.notices == []
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+@pytest.mark.parametrize("background, expected", [(None, (255, 255, 255)), ("#102030", (16, 32, 48))])
+def test_a_second_pass_gets_the_image_flattened_onto_the_background(mode, background, expected):
+    class Spy(RecordingImg2Img):
+        def second_pass(self, image, plan, *, progress, should_stop):
+            self.received = image.copy()
+            return super().second_pass(image, plan, progress=progress, should_stop=should_stop)
+
+    backend = Spy()
+    if background is not None:
+        backend.background = background  # the WebUI's img2img_background_color
+    result = lanczos_pipeline(backend).run(half_transparent(mode), HiresParams(denoise=0.3))
+    assert backend.received.mode == "RGB" and backend.received.getpixel((2, 64)) == expected
+    assert result.image.mode == "RGB"
+    [notice] = [a for a in result.advice if a["code"] == "alpha_flattened"]
+    assert notice["field"] == "image" and (background or "#ffffff") in notice["message"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageColor
 
 from ..errors import FieldError, Interrupted, ModelLoadError, ParamsError
 from ..infotext import GenerationInfo
@@ -99,6 +99,16 @@ class WebUIBackend:
     def __init__(self, generation: Generation) -> None:
         self.generation = generation
         self.model_family = compat.model_family()
+
+    @property
+    def background(self) -> str:
+        """What the pipeline flattens transparency onto before img2img: the WebUI's own setting."""
+        color = str(compat.opt("img2img_background_color", "#ffffff") or "#ffffff")
+        try:
+            ImageColor.getrgb(color)
+        except ValueError:  # a hand-edited config must not break the run
+            return "#ffffff"
+        return color
 
     def second_pass(
         self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None], should_stop: Callable[[], bool]

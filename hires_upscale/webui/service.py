@@ -15,9 +15,9 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import HiresUpscaleError, ImageLoadError, OutputExistsError, ParamsError
+from ..errors import FieldError, HiresUpscaleError, ImageLoadError, OutputExistsError, ParamsError
 from ..folders import image_files, plan_jobs, resolve_inside
-from ..images import open_image, save_png, text_chunks
+from ..images import notices, open_image, save_png, text_chunks
 from ..infotext import parse_parameters, with_fields
 from ..params import SCRIPT_FIELDS, HiresParams
 from ..pipeline import SHARPEN, UPSCALE, NamedResult, Pipeline
@@ -130,7 +130,15 @@ def base_params(overrides: dict[str, Any]) -> HiresParams:
 
 def generation_of(image: Image.Image, params: HiresParams) -> Generation:
     """What the second pass of an existing image repeats, from its PNG info; ParamsError without one."""
-    return Generation.from_info(parse_parameters(text_chunks(image).get("parameters", "")), params)
+    try:
+        return Generation.from_info(parse_parameters(text_chunks(image).get("parameters", "")), params)
+    except ParamsError:
+        # Its text was over Pillow's limits and dropped on reading: say that, not "no PNG info".
+        lost = [n.message for n in notices(image) if n.code == "text_dropped"]
+        if not lost:
+            raise
+        raise ParamsError([FieldError("image", "PNG text over Pillow's limits",
+                                      "an image whose parameters text can be read: " + " ".join(lost))]) from None
 
 
 def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image",
@@ -140,7 +148,7 @@ def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image
     check_upscaler(params.upscaler)
     original = text_chunks(image).get("parameters", "")
     info = parse_parameters(original)
-    pipeline = Pipeline(upscaler_for(params), WebUIBackend(generation or Generation.from_info(info, params)))
+    pipeline = Pipeline(upscaler_for(params), WebUIBackend(generation or generation_of(image, params)))
     if params.upscaler_kind != "latent":
         compat.add_job()  # the upscale stage; the second pass adds its own
     try:
