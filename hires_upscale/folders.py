@@ -19,9 +19,11 @@ from .images import IMAGE_SUFFIXES
 class PathNotAllowedError(HiresUpscaleError):
     """A path given by a user resolves outside every allowed folder."""
 
-    def __init__(self, path: str | os.PathLike[str], roots: Sequence[Path]) -> None:
+    def __init__(self, path: str | os.PathLike[str], roots: Sequence[Path],
+                 reason: str = "it is outside the allowed folders") -> None:
         allowed = ", ".join(str(r) for r in roots) or "(none configured)"
-        super().__init__(f"{path} is outside the allowed folders; allowed: {allowed}")
+        # repr: a path from a request may hold control characters that must not reach a log raw
+        super().__init__(f"{str(path)!r}: {reason}; allowed: {allowed}")
         self.path = str(path)
 
 
@@ -37,10 +39,14 @@ class Job:
 
 def resolve_inside(path: str | os.PathLike[str], roots: Sequence[Path], *, base: Path | None = None) -> Path:
     """The real path of `path` (relative ones from `base`) if it lies inside one of `roots`."""
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute():
-        candidate = (base or Path.cwd()) / candidate
-    real = candidate.resolve()
+    try:
+        candidate = Path(path).expanduser()
+        if not candidate.is_absolute():
+            candidate = (base or Path.cwd()) / candidate
+        real = candidate.resolve()
+    except (ValueError, RuntimeError, OSError) as error:
+        # A NUL byte (ValueError), "~nosuchuser" (RuntimeError) or a loop: unusable, and said so.
+        raise PathNotAllowedError(path, roots, f"it is not a usable path ({error})") from None
     for root in roots:
         real_root = Path(root).expanduser().resolve()
         if real == real_root or real_root in real.parents:

@@ -293,10 +293,12 @@ def load_model(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    path = Path(path).expanduser().resolve()
     target = torch.device(device) if device is not None else default_device()
     try:
+        path = Path(path).expanduser().resolve()
         stat = path.stat()
+    except (ValueError, RuntimeError) as error:  # a NUL byte, "~nosuchuser": not a usable file name
+        raise ModelLoadError(Path(path), f"not a usable file name ({error})") from None
     except OSError as error:
         raise ModelLoadError(path, "no such file" if isinstance(error, FileNotFoundError) else str(error)) from None
     file_key = (str(path), stat.st_mtime_ns, stat.st_size)

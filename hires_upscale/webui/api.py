@@ -144,7 +144,8 @@ def build_router(host: ApiHost, *, include_upscale: bool = True, dependencies: l
         where: list[tuple[str, int]] = []  # the request field of each item, for error locations
         for index, data in enumerate(request.images):
             try:
-                items.append((f"image {index + 1}", decode_base64_image(data)))
+                name = f"image {index + 1}"
+                items.append((name, decode_base64_image(data, name)))
                 where.append(("images", index))
             except HiresUpscaleError as error:
                 raise unprocessable_at(str(error), "images", index) from None
