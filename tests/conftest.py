@@ -12,7 +12,14 @@ from PIL import PngImagePlugin
 sys.path.insert(0, str(Path(__file__).parent))
 
 import models  # noqa: E402
+import reliability  # noqa: E402
 from pictures import noise_image  # noqa: E402, F401 - tests import it from here
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # docs/reliability.md is written from the @pytest.mark.reliability tests of the run (tests/reliability.py)
+    reliability.register(config)
+
 
 # Hypothesis's per-example deadline is a timed assertion, and this machine is
 # shared and noisy: speed belongs in benchmarks/, not in the tests.

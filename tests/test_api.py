@@ -95,12 +95,17 @@ def test_options_and_a_good_request(client, tmp_path):
     ({"images": "not a list"}, ["body", "images"]),
     ({"params": "not an object", "images": []}, ["body", "params"]),
 ])
+@pytest.mark.reliability(area="API", tried="no images, bad base64, denoise 2 and NaN, an unknown parameter, 17 images, "
+                         "paths outside the allowed folders and with '..', wrong JSON types",
+                         expected="422 whose detail locates the field")
 def test_bad_requests_are_422_naming_the_field(client, body, location):
     reply = client.post("/hires-upscale/v1/upscale", json=body)
     assert reply.status_code == 422, reply.text
     assert location in locations(reply), reply.text
 
 
+@pytest.mark.reliability(area="API", tried="an upscaler file that is not a model",
+                         expected="422 naming the file")
 def test_a_model_that_cannot_be_used_is_422_naming_it(client, tmp_path):
     broken = tmp_path / "4x-Broken.pth"
     broken.write_bytes(b"not a model")
@@ -109,6 +114,8 @@ def test_a_model_that_cannot_be_used_is_422_naming_it(client, tmp_path):
     assert reply.status_code == 422 and "4x-Broken.pth" in reply.text
 
 
+@pytest.mark.reliability(area="API", tried="a body over the size limit",
+                         expected="413 before the body is parsed")
 def test_oversized_bodies_are_413_before_parsing(client, monkeypatch):
     monkeypatch.setattr(api, "MAX_BODY_BYTES", 1000)
     reply = client.post("/hires-upscale/v1/upscale", content=b"{" + b" " * 2000 + b"}",
@@ -116,6 +123,8 @@ def test_oversized_bodies_are_413_before_parsing(client, monkeypatch):
     assert reply.status_code == 413 and "at most 1,000" in reply.text
 
 
+@pytest.mark.reliability(area="API", tried="POST upscale without --api",
+                         expected="the route does not exist (404/405)")
 def test_without_the_api_flag_only_options_exist(tmp_path):
     app = FastAPI()
     app.include_router(api.build_router(CoreHost(tmp_path), include_upscale=False))
@@ -124,6 +133,8 @@ def test_without_the_api_flag_only_options_exist(tmp_path):
     assert client.post("/hires-upscale/v1/upscale", json={}).status_code in (404, 405)
 
 
+@pytest.mark.reliability(area="API", tried="an animated GIF and a PNG whose text is over Pillow's limits",
+                         expected="200, each with a warning saying what was not kept")
 def test_what_an_image_loses_comes_back_in_its_warnings(client):
     from PIL import PngImagePlugin
 

@@ -51,6 +51,8 @@ def test_scale_with_a_model(webui_png, rrdb_small, tmp_path):
     assert Image.open(tmp_path / "lighthouse.png").size == (192, 128)
 
 
+@pytest.mark.reliability(area="CLI", tried="a corrupt model file",
+                         expected="exit 1, the file named, no traceback, no output")
 def test_a_corrupt_model_is_refused_by_name(webui_png, tmp_path):
     broken = tmp_path / "4x-Corrupt.pth"
     broken.write_bytes(b"PK\x03\x04 this is not a model")
@@ -61,6 +63,8 @@ def test_a_corrupt_model_is_refused_by_name(webui_png, tmp_path):
     assert not (tmp_path / "out" / "lighthouse.png").exists()
 
 
+@pytest.mark.reliability(area="CLI", tried="an existing output file",
+                         expected="skipped; replaced only with --overwrite")
 def test_existing_outputs_are_skipped_then_replaced_only_when_asked(webui_png, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -74,6 +78,8 @@ def test_existing_outputs_are_skipped_then_replaced_only_when_asked(webui_png, t
     assert sorted(p.name for p in out.iterdir()) == ["lighthouse.png"]
 
 
+@pytest.mark.reliability(area="CLI", tried="-o the input's own folder with --overwrite",
+                         expected="exit 2, the input untouched")
 def test_never_writes_over_its_input(webui_png):
     before = webui_png.read_bytes()
     done = run_cli("upscale", webui_png, "-o", webui_png.parent, "--overwrite")
@@ -81,6 +87,8 @@ def test_never_writes_over_its_input(webui_png):
     assert webui_png.read_bytes() == before
 
 
+@pytest.mark.reliability(area="CLI", tried="a non-image among the images of a folder",
+                         expected="the others done, that file named, exit 1")
 def test_folders_and_bad_files_in_a_batch(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -99,6 +107,8 @@ def test_folders_and_bad_files_in_a_batch(tmp_path):
     (["--scale", "2", "--width", "100"], "either --scale or --width/--height"),
     (["--sharpen", "3"], "sharpen_strength"),
 ])
+@pytest.mark.reliability(area="CLI", tried="scale 9, --scale with --width, sharpen 3",
+                         expected="exit 2 saying what is allowed")
 def test_bad_options_say_what_is_allowed(webui_png, tmp_path, args, message):
     done = run_cli("upscale", webui_png, "-o", tmp_path, *args)
     assert done.returncode == 2 and message in done.stderr
@@ -112,6 +122,8 @@ def test_inputs_with_the_same_name_are_refused(tmp_path):
     assert done.returncode == 2 and "would both write" in done.stderr
 
 
+@pytest.mark.reliability(area="CLI", tried="SIGKILL in the middle of a batch, then a rerun",
+                         expected="only whole outputs; the rerun skips them and finishes; no leftovers")
 def test_a_killed_batch_resumes_with_every_output_whole(tmp_path, rrdb_full):
     import signal
     import time
@@ -141,6 +153,8 @@ def test_a_killed_batch_resumes_with_every_output_whole(tmp_path, rrdb_full):
             assert result.size == (192, 192)
 
 
+@pytest.mark.reliability(area="CLI", tried="a PNG with text over Pillow's limits and an animated GIF",
+                         expected="both upscaled, a warning/info line for each on stderr")
 def test_what_an_input_loses_is_said(tmp_path):
     from PIL import PngImagePlugin
 

@@ -24,12 +24,16 @@ def test_paths_inside_the_roots_resolve(roots):
 
 
 @pytest.mark.parametrize("escape", ["outputs/../secret/key.png", "/etc/passwd", "secret"])
+@pytest.mark.reliability(area="Folders", tried="'..', absolute paths and siblings outside the allowed folders",
+                         expected="PathNotAllowedError")
 def test_escapes_are_refused(roots, escape):
     base, allowed = roots
     with pytest.raises(PathNotAllowedError, match="outside the allowed folders"):
         resolve_inside(escape, [allowed], base=base)
 
 
+@pytest.mark.reliability(area="Folders", tried="a symlink inside an allowed folder pointing out",
+                         expected="PathNotAllowedError")
 def test_symlinks_pointing_out_are_refused(roots):
     base, allowed = roots
     os.symlink(base / "secret", allowed / "innocent")
@@ -44,6 +48,8 @@ def test_image_files_skip_hidden_and_other_files(tmp_path):
     assert [p.name for p in image_files(tmp_path)] == ["a.JPG", "b.png"]
 
 
+@pytest.mark.reliability(area="Folders", tried="two inputs with one output name; output folder = input folder",
+                         expected="refused before any work")
 def test_jobs_refuse_clashes_and_writing_over_inputs(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()

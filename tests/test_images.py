@@ -16,6 +16,8 @@ def test_text_chunks_survive_a_save(webui_png, tmp_path):
         assert saved.text["parameters"] == PARAMETERS and saved.text["note"] == "naïve ✓"
 
 
+@pytest.mark.reliability(area="Files", tried="writing over an existing file",
+                         expected="refused unless overwrite; no temporary file left")
 def test_never_replaces_a_file_unless_asked(tmp_path):
     target = tmp_path / "x.png"
     target.write_bytes(b"user data")
@@ -27,6 +29,8 @@ def test_never_replaces_a_file_unless_asked(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary file left behind
 
 
+@pytest.mark.reliability(area="Images", tried="palette, 16-bit, CMYK and EXIF-rotated inputs",
+                         expected="read as 8-bit RGB/L, upright")
 def test_modes_and_orientation(tmp_path):
     palette = noise_image(10, 10).convert("P")
     palette.save(tmp_path / "p.png")
@@ -44,6 +48,8 @@ def test_modes_and_orientation(tmp_path):
     assert open_image(tmp_path / "r.jpg").size == (10, 20)
 
 
+@pytest.mark.reliability(area="Images", tried="a garbage PNG and a missing file",
+                         expected="ImageLoadError naming the file")
 def test_unreadable_files_are_named(tmp_path):
     bad = tmp_path / "not-an-image.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
@@ -60,6 +66,8 @@ def test_itxt_chunks_are_read(tmp_path):
     assert text_chunks(open_image(tmp_path / "i.png"))["parameters"] == "un chat, été"
 
 
+@pytest.mark.reliability(area="Images", tried="data: URLs, invalid base64, base64 of no image, too many pixels",
+                         expected="read, or ImageLoadError saying why")
 def test_base64_images_and_their_limits(monkeypatch):
     import base64
     import io
@@ -80,6 +88,8 @@ def test_base64_images_and_their_limits(monkeypatch):
         images.decode_base64_image(data)
 
 
+@pytest.mark.reliability(area="Images", tried="a PNG over the pixel limit",
+                         expected="refused from its header, before decoding")
 def test_decompression_bombs_are_refused_before_decoding(tmp_path, monkeypatch):
     from hires_upscale import images
 
@@ -90,6 +100,8 @@ def test_decompression_bombs_are_refused_before_decoding(tmp_path, monkeypatch):
         open_image(tmp_path / "big.png")
 
 
+@pytest.mark.reliability(area="Images", tried="a truncated PNG, an animated GIF, an LA image",
+                         expected="named error; first frame; alpha kept")
 def test_truncated_animated_and_alpha_images(tmp_path):
     noise_image(40, 40).save(tmp_path / "whole.png")
     data = (tmp_path / "whole.png").read_bytes()
@@ -116,6 +128,9 @@ def png_with_text(path, chunks: list[tuple[str, str, bool]]):
     return path
 
 
+@pytest.mark.reliability(area="Images", tried="a PNG whose compressed 'parameters' text is over PIL's MAX_TEXT_CHUNK "
+                         "(Pillow refuses the file)",
+                         expected="pixels read, text dropped, a 'text_dropped' warning saying the prompt is lost")
 def test_text_over_pillows_chunk_limit_is_dropped_and_the_pixels_kept(tmp_path):
     from hires_upscale.images import notices
 
@@ -132,6 +147,8 @@ def test_text_over_pillows_chunk_limit_is_dropped_and_the_pixels_kept(tmp_path):
     assert "cannot be recovered" in notice.message
 
 
+@pytest.mark.reliability(area="Images", tried="PNG text chunks over PIL's MAX_TEXT_MEMORY in all (limit lowered)",
+                         expected="the chunks within the limit kept, the rest dropped and told")
 def test_text_over_pillows_memory_limit_is_dropped_and_the_rest_kept(tmp_path, monkeypatch):
     from hires_upscale.images import notices
 
@@ -146,6 +163,8 @@ def test_text_over_pillows_memory_limit_is_dropped_and_the_rest_kept(tmp_path, m
         notices(image)[0].message
 
 
+@pytest.mark.reliability(area="Images", tried="a 200 KB non-ASCII prompt, plain and compressed",
+                         expected="read and written back unchanged")
 def test_a_large_but_allowed_prompt_round_trips(tmp_path):
     prompt = ("a lighthouse at dusk, été, <lora:film:0.6>, " * 5000)[:200_000]  # 200 KB, not ASCII
     text = f"{prompt}\nNegative prompt: blurry\nSteps: 20, Seed: 1, Size: 24x16"
@@ -162,6 +181,8 @@ def test_a_large_but_allowed_prompt_round_trips(tmp_path):
     ("png", {}),  # APNG
     ("webp", {"lossless": True}),
 ])
+@pytest.mark.reliability(area="Images", tried="3-frame GIF, APNG and WebP animations",
+                         expected="the first frame, with a 'first_frame' notice; stills have none")
 def test_animations_give_their_first_frame_and_say_so(tmp_path, suffix, options):
     from hires_upscale.images import notices
 

@@ -35,6 +35,8 @@ def test_every_error_names_field_value_and_what_is_allowed():
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "nan", True, [0.3], {"v": 1}])
+@pytest.mark.reliability(area="Parameters", tried="NaN, inf, booleans and containers as numbers",
+                         expected="ParamsError naming the field")
 def test_numbers_refuse_nan_inf_bools_and_containers(bad):
     with pytest.raises(ParamsError) as caught:
         HiresParams.from_mapping({"denoise": bad})

@@ -88,6 +88,8 @@ def test_sharpen_runs_once_on_the_final_image():
     assert sharpened.tobytes() != plain.tobytes()
 
 
+@pytest.mark.reliability(area="Pipeline", tried="an interrupt before and during the second pass",
+                         expected="the last finished stage is kept, marked interrupted")
 def test_interruption_keeps_the_last_finished_stage():
     source = noise_image(64, 64)
     stop_now = lanczos_pipeline(RecordingImg2Img()).run(source, HiresParams(), should_stop=lambda: True)
@@ -131,6 +133,8 @@ def half_transparent(mode: str) -> Image.Image:
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 @pytest.mark.parametrize("upscaler", ["lanczos", "model"])
+@pytest.mark.reliability(area="Images", tried="RGBA and LA inputs upscaled only (Lanczos and a model)",
+                         expected="transparency kept")
 def test_upscale_only_keeps_the_alpha(mode, upscaler, rrdb_small):
     pipeline = Pipeline(lambda name: load_model(rrdb_small, device="cpu") if upscaler == "model"
                         else resolve_upscaler("lanczos"), RecordingImg2Img())
@@ -144,6 +148,8 @@ def test_upscale_only_keeps_the_alpha(mode, upscaler, rrdb_small):
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 @pytest.mark.parametrize("background, expected", [(None, (255, 255, 255)), ("#102030", (16, 32, 48))])
+@pytest.mark.reliability(area="Images", tried="RGBA and LA inputs with a second pass",
+                         expected="flattened onto the WebUI's background colour, told as 'alpha_flattened'")
 def test_a_second_pass_gets_the_image_flattened_onto_the_background(mode, background, expected):
     class Spy(RecordingImg2Img):
         def second_pass(self, image, plan, *, progress, should_stop):

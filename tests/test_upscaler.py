@@ -93,6 +93,8 @@ def test_models_are_cached_by_path_and_modification_time(rrdb_small, tmp_path):
     assert load_model(copy, device="cpu").descriptor is not loaded.descriptor
 
 
+@pytest.mark.reliability(area="Models", tried="a corrupt model file",
+                         expected="ModelLoadError naming it")
 def test_a_corrupt_file_is_a_named_error(tmp_path):
     broken = tmp_path / "4x-Broken.pth"
     broken.write_bytes(os.urandom(4096))
@@ -101,6 +103,8 @@ def test_a_corrupt_file_is_a_named_error(tmp_path):
     assert "not a readable model" in caught.value.reason
 
 
+@pytest.mark.reliability(area="Models", tried="a state dict of no known architecture",
+                         expected="ModelLoadError naming it")
 def test_an_unknown_architecture_is_a_named_error(tmp_path):
     path = tmp_path / "mystery.pth"
     models.save_pth(torch.nn.Sequential(torch.nn.Linear(4, 4)), path)
@@ -108,12 +112,16 @@ def test_an_unknown_architecture_is_a_named_error(tmp_path):
         load_model(path)
 
 
+@pytest.mark.reliability(area="Models", tried="a denoiser (DnCNN) given as an upscaler",
+                         expected="refused: not a super-resolution model")
 def test_a_model_that_does_not_upscale_is_refused(tmp_path):
     path = models.save_pth(models.dncnn(), tmp_path / "denoiser.pth")
     with pytest.raises(ModelLoadError, match="denoiser.pth.*Restoration model.*not a super-resolution"):
         load_model(path)
 
 
+@pytest.mark.reliability(area="Models", tried="a missing file and a file of another type",
+                         expected="ModelLoadError saying which")
 def test_missing_and_foreign_files(tmp_path):
     with pytest.raises(ModelLoadError, match="no such file"):
         load_model(tmp_path / "nothing.pth")
@@ -134,6 +142,8 @@ def test_alpha_is_kept_and_resized_apart(rrdb_small):
     assert result.getpixel((10, 64))[3] == 255 and result.getpixel((120, 64))[3] == 0
 
 
+@pytest.mark.reliability(area="Models", tried="out of memory during a tile",
+                         expected="retried with smaller tiles, same result")
 def test_out_of_memory_retries_with_smaller_tiles(rrdb_small, monkeypatch):
     up = load_model(rrdb_small, device="cpu", precision="fp32")
     up.tile_size = 128
