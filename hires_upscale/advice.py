@@ -81,9 +81,9 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "too_large_for_family", "warning", "tiled",
-        (("second_pass", "==", True), ("tiled", "==", False), ("target_pixels", ">", Ref("comfortable_pixels"))),
+        (("second_pass", "==", True), ("tiled", "==", "off"), ("target_pixels", ">", Ref("comfortable_pixels"))),
         "{target} is more than a {family} model handles comfortably in one pass; "
-        "turn on tiled mode to save memory.",
+        "set Tiled to auto or on to save memory.",
     ),
     Rule(
         "snapped", "info", "width",

@@ -73,3 +73,18 @@ class OutputExistsError(HiresUpscaleError):
 
 class Interrupted(HiresUpscaleError):
     """The caller asked to stop; raised between tiles or steps, never mid-write."""
+
+
+class OutOfMemory(HiresUpscaleError):
+    """A stage ran out of device memory with nothing left to fall back to; says what to change."""
+
+    def __init__(self, stage: str, size: tuple[int, int], remedy: str) -> None:
+        super().__init__(f"the {stage} ran out of memory at {size[0]}x{size[1]}: {remedy}")
+        self.stage = stage
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is a device or host allocator running out of memory."""
+    # torch.cuda.OutOfMemoryError subclasses RuntimeError; CPU allocators raise a plain RuntimeError.
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

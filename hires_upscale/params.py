@@ -22,6 +22,9 @@ FitMode = Literal["crop", "fill", "stretch"]
 UpscalerKind = Literal["model", "latent", "pixel", "none"]
 
 RESIZE_MODES: tuple[str, ...] = ("scale", "size", "preset")
+#: auto: tile the second pass when it would not fit in free GPU memory, and retry
+#: tiled after an out-of-memory error; on: always; off: never
+TILED_MODES: tuple[str, ...] = ("auto", "on", "off")
 FIT_MODES: tuple[str, ...] = ("crop", "fill", "stretch")
 MAX_SEED = 2**32 - 1
 
@@ -57,6 +60,7 @@ def _spec(
     choices: tuple[str, ...] | None = None,
     zero_means: str | None = None,
     nullable: bool = False,
+    aliases: Mapping[Any, str] | None = None,
 ) -> Any:
     """A dataclass field carrying the facts every entry point needs about it."""
     meta = {
@@ -67,6 +71,8 @@ def _spec(
         "choices": choices,
         "zero_means": zero_means,
         "nullable": nullable,
+        # older spellings still accepted (API clients, pasted infotext of earlier versions)
+        "aliases": dict(aliases or {}),
     }
     return field(default=default, metadata=meta)
 
@@ -112,10 +118,15 @@ class HiresParams:
     )
     sampler: str = _spec("", key="sampler", help="Sampler of the second pass; empty = same as the first pass.")
     scheduler: str = _spec("", key="scheduler", help="Scheduler of the second pass; empty = same as the first pass.")
-    tiled: bool = _spec(False, key="tiled", help="Low-VRAM mode: run the upscaler and the second pass in tiles.")
+    tiled: str = _spec(
+        "auto", key="tiled", choices=TILED_MODES,
+        aliases={True: "on", False: "off", "true": "on", "false": "off", "True": "on", "False": "off"},
+        help="Low-VRAM mode for the second pass (tiled VAE and UNet): auto = when it would not fit in free "
+        "GPU memory, and again tiled after an out-of-memory error; on = always; off = never.",
+    )
     tile_size: int = _spec(
         0, key="tile size", minimum=0, maximum=4096, zero_means="chosen from free memory",
-        help="Upscaler tile size in input pixels.",
+        help="Tile size in image pixels: the upscaler's input tiles, and the second pass's tiles when tiled.",
     )
     sharpen: bool = _spec(False, key="sharpen", help="Apply one gentle unsharp mask to the final image.")
     sharpen_strength: float = _spec(
@@ -291,6 +302,9 @@ def _coerce(spec: dataclasses.Field, raw: Any) -> Any:
         if not meta["minimum"] <= number <= meta["maximum"]:
             raise _Invalid(allowed)
         return number
+    for alias, value in meta["aliases"].items():
+        if type(raw) is type(alias) and raw == alias:  # True must not match 1
+            return value
     if not isinstance(raw, str):
         raise _Invalid(allowed)
     if meta["choices"] and raw not in meta["choices"]:

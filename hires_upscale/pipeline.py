@@ -41,9 +41,13 @@ class Backend(Protocol):
     model_family: str
 
     def second_pass(
-        self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None], should_stop: ShouldStop
+        self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None], should_stop: ShouldStop,
+        notify: Callable[[Advice], None],
     ) -> Image.Image:
         """img2img of `image` at `plan.target` with `plan.params.denoise` and `plan.steps`.
+
+        `notify(advice)` tells the user what the pass did on its own (e.g. ran tiled
+        after running out of memory); it lands in the result's notices.
 
         For a latent upscaler (`plan.upscaler_kind == "latent"`) the image arrives
         at its source size and the backend upscales in latent space itself.
@@ -143,7 +147,7 @@ class Pipeline:
                     result.notices.append(notice)
                 result.image = self.backend.second_pass(
                     result.image, plan, progress=lambda done, total: report(SECOND_PASS, done, total),
-                    should_stop=stop,
+                    should_stop=stop, notify=result.notices.append,
                 )
                 result.stages.append(SECOND_PASS)
             if params.sharpen and params.sharpen_strength > 0:

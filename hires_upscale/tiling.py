@@ -112,33 +112,37 @@ def run_tiled(
     grid: Grid,
     *,
     scale: int = 1,
-    out_channels: int | None = None,
+    input_scale: int = 1,
     batch_size: int = 1,
     on_tile: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Apply `op` (N,C,h,w) -> (N,C',h*scale,w*scale) to `image` tile by tile and blend.
 
-    `batch_size` tiles go through `op` at once (stacked on the batch axis, so
-    `image` must have N == 1 then). Accumulates in float32 on `image`'s device.
-    `on_tile(done, total)` reports progress; `should_stop()` is asked before each
-    batch and raises `Interrupted` when it says so.
+    The grid counts in units of `input_scale` input pixels (a VAE encoder reads 8
+    pixels per latent unit) and `scale` output pixels. `batch_size` tiles go
+    through `op` at once, stacked tile by tile on the batch axis. Accumulates in
+    float32 on `image`'s device. `on_tile(done, total)` reports progress;
+    `should_stop()` is asked before each batch and raises `Interrupted` when it says so.
     """
-    n, channels, height, width = image.shape
-    if (height, width) != (grid.height, grid.width):
-        raise ValueError(f"grid is for {grid.width}x{grid.height}, image is {width}x{height}")
-    if batch_size > 1 and n != 1:
-        raise ValueError("batched tiles need a single image")
-    out_channels = out_channels or channels
-    out = torch.zeros((n, out_channels, height * scale, width * scale), dtype=torch.float32, device=image.device)
+    n, _, height, width = image.shape
+    if (height, width) != (grid.height * input_scale, grid.width * input_scale):
+        raise ValueError(f"grid is for {grid.width}x{grid.height} units of {input_scale} px, "
+                         f"image is {width}x{height}")
+    height, width = grid.height, grid.width
+    out: torch.Tensor | None = None  # allocated once the first output tells its channels
     norm = torch.zeros((1, 1, height * scale, width * scale), dtype=torch.float32, device=image.device)
     tiles = list(grid)
     for start in range(0, len(tiles), batch_size):
         if should_stop is not None and should_stop():
             raise Interrupted(f"stopped after {start} of {len(tiles)} tiles")
         batch = tiles[start:start + batch_size]
-        inputs = torch.cat([image[:, :, t.y:t.y + t.height, t.x:t.x + t.width] for t in batch])
+        k = input_scale
+        inputs = torch.cat([image[:, :, t.y * k:(t.y + t.height) * k, t.x * k:(t.x + t.width) * k] for t in batch])
         outputs = op(inputs)
+        if out is None:
+            out = torch.zeros((n, outputs.shape[1], height * scale, width * scale), dtype=torch.float32,
+                              device=image.device)
         for i, tile in enumerate(batch):
             weight = blend_weights(tile, grid, scale).to(image.device)
             result = outputs[i * n:(i + 1) * n].float()
@@ -148,4 +152,5 @@ def run_tiled(
             norm[region] += weight
         if on_tile is not None:
             on_tile(min(start + batch_size, len(tiles)), len(tiles))
+    assert out is not None  # a grid has at least one tile
     return out / norm

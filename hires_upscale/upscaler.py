@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import Interrupted, ModelLoadError
+from .errors import Interrupted, ModelLoadError, is_out_of_memory
 from .tiling import Grid, make_grid, run_tiled
 
 ProgressFn = Callable[[int, int], None]
@@ -133,12 +133,6 @@ def _available_bytes(device: torch.device) -> int:
     return 4 * 1024**3
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    # torch.cuda.OutOfMemoryError subclasses RuntimeError; CPU allocators raise a plain RuntimeError.
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 class ModelUpscaler:
     """An ESRGAN-family (any spandrel SR) model ready to run."""
 
@@ -196,11 +190,10 @@ class ModelUpscaler:
             grid = self.grid_for(width, height, tile)
             try:
                 return run_tiled(self._run_model, image.to(self.device), grid, scale=self.scale,
-                                 out_channels=self.descriptor.output_channels,  # type: ignore[attr-defined]
                                  batch_size=min(self.max_batch, len(grid)), on_tile=progress,
                                  should_stop=should_stop)
             except RuntimeError as error:
-                if not _is_out_of_memory(error) or grid.tile_size <= MIN_TILE:
+                if not is_out_of_memory(error) or grid.tile_size <= MIN_TILE:
                     raise
                 tile = max(MIN_TILE, grid.tile_size // 2)
                 if self.device.type == "cuda":

@@ -222,7 +222,7 @@
             fit: readValue(id("fit")) || "crop",
             denoise: readNumber(id("denoise")),
             hires_steps: readNumber(id("hires_steps")),
-            tiled: readChecked(id("tiled")),
+            tiled: readValue(id("tiled")) || "auto",
             tile_size: readNumber(id("tile_size")),
         };
     }
@@ -246,7 +246,7 @@
         }
         const kind = options.upscaler_kinds[p.upscaler] || "model";
         const facts = HU.facts(p, plan, family, readNumber(tab + "_steps"), kind);
-        const grid = p.tiled && p.tile_size > 0 ? HU.tileGrid(source, p.tile_size, options.tile_bytes_per_pixel) : null;
+        const grid = p.tiled === "on" && p.tile_size > 0 ? HU.tileGrid(source, p.tile_size, options.tile_bytes_per_pixel) : null;
         target.innerHTML = HU.previewHtml(plan, HU.evaluate(options.advice_rules, facts), grid);
     };
 

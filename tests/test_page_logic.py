@@ -35,7 +35,7 @@ def random_params(rng: random.Random) -> HiresParams:
         scale=rng.choice([1.0, 1.5, 2.0, 2.5, 3.0, round(rng.uniform(1, 8), 2)]), width=width, height=height,
         preset=rng.choice([p.name for p in PRESETS["sd15"]]), fit=rng.choice(["crop", "fill", "stretch"]),
         denoise=rng.choice([0.0, 0.2, 0.3, 0.45, 0.5, 0.55, 0.7, round(rng.uniform(0, 1), 2)]),
-        hires_steps=rng.choice([0, 10, 20, 41, 60, 150]), tiled=rng.random() < 0.3,
+        hires_steps=rng.choice([0, 10, 20, 41, 60, 150]), tiled=rng.choice(["auto", "on", "off"]),
     )
 
 

@@ -53,7 +53,16 @@ def test_cross_field_rules():
 
 def test_text_values_are_coerced_like_infotext_gives_them():
     params = HiresParams.from_mapping({"enabled": "True", "denoise": "0.35", "hires_steps": "12", "tiled": "false"})
-    assert (params.enabled, params.denoise, params.hires_steps, params.tiled) == (True, 0.35, 12, False)
+    assert (params.enabled, params.denoise, params.hires_steps, params.tiled) == (True, 0.35, 12, "off")
+
+
+def test_tiled_takes_the_booleans_of_earlier_versions():
+    assert HiresParams.from_mapping({"tiled": True}).tiled == "on"
+    assert HiresParams.from_mapping({"tiled": "True"}).tiled == "on"  # pasted infotext of 0.1
+    assert HiresParams.from_mapping({"tiled": False}).tiled == "off"
+    assert HiresParams().tiled == "auto"
+    with pytest.raises(ParamsError, match="tiled: 1 is not allowed; expected one of 'auto', 'on', 'off'"):
+        HiresParams.from_mapping({"tiled": 1})
 
 
 def test_upscaler_kinds():
@@ -78,7 +87,7 @@ params_strategy = st.builds(
     hires_steps=st.integers(0, 150),
     sampler=st.sampled_from(["", "DPM++ 2M", "Euler a"]),
     scheduler=st.sampled_from(["", "Karras"]),
-    tiled=st.booleans(),
+    tiled=st.sampled_from(["auto", "on", "off"]),
     tile_size=st.integers(0, 4096),
     sharpen=st.booleans(),
     sharpen_strength=st.floats(0, 1),

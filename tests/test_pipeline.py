@@ -26,7 +26,7 @@ class RecordingImg2Img:
     steps_before_stop: int | None = None
     calls: list[tuple[tuple[int, int], Plan]] = field(default_factory=list)
 
-    def second_pass(self, image, plan, *, progress, should_stop):
+    def second_pass(self, image, plan, *, progress, should_stop, notify):
         self.calls.append((image.size, plan))
         steps = plan.steps or 1
         for step in range(steps):
@@ -76,9 +76,9 @@ def test_denoise_zero_is_upscale_only():
 
 def test_sharpen_runs_once_on_the_final_image():
     class Spy(RecordingImg2Img):
-        def second_pass(self, image, plan, *, progress, should_stop):
+        def second_pass(self, image, plan, *, progress, should_stop, notify):
             self.received = image.copy()
-            return super().second_pass(image, plan, progress=progress, should_stop=should_stop)
+            return super().second_pass(image, plan, progress=progress, should_stop=should_stop, notify=notify)
 
     backend = Spy()
     plain = lanczos_pipeline(backend).run(noise_image(64, 64), HiresParams(sharpen=False)).image
@@ -152,9 +152,9 @@ def test_upscale_only_keeps_the_alpha(mode, upscaler, rrdb_small):
                          expected="flattened onto the WebUI's background colour, told as 'alpha_flattened'")
 def test_a_second_pass_gets_the_image_flattened_onto_the_background(mode, background, expected):
     class Spy(RecordingImg2Img):
-        def second_pass(self, image, plan, *, progress, should_stop):
+        def second_pass(self, image, plan, *, progress, should_stop, notify):
             self.received = image.copy()
-            return super().second_pass(image, plan, progress=progress, should_stop=should_stop)
+            return super().second_pass(image, plan, progress=progress, should_stop=should_stop, notify=notify)
 
     backend = Spy()
     if background is not None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageColor
 
-from ..errors import FieldError, Interrupted, ModelLoadError, ParamsError
+from ..advice import Advice
+from ..errors import FieldError, Interrupted, ModelLoadError, OutOfMemory, ParamsError, is_out_of_memory
 from ..infotext import GenerationInfo
+from ..lowvram import TileSettings, needs_tiling, tiled_unet, tiled_vae
 from ..params import HiresParams, upscaler_kind
 from ..plan import Plan
 from ..upscaler import ImageUpscaler, LanczosUpscaler, ModelUpscaler, load_model
@@ -111,12 +114,38 @@ class WebUIBackend:
         return color
 
     def second_pass(
-        self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None], should_stop: Callable[[], bool]
+        self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None],
+        should_stop: Callable[[], bool], notify: Callable[[Advice], None] = lambda advice: None,
     ) -> Image.Image:
-        from modules import processing
-
         if should_stop():
             raise Interrupted("stopped before the second pass")
+        mode = plan.params.tiled
+        width, height = plan.target
+        tiled = mode == "on" or (mode == "auto" and (
+            _ran_out_at(width, height)
+            or needs_tiling(width, height, compat.free_gpu_memory(), dtype_bytes=compat.model_dtype_bytes())))
+        try:
+            processed = self._img2img(image, plan, tiled=tiled, notify=notify)
+        except OutOfMemory:
+            if mode != "auto" or tiled:
+                raise
+            _OUT_OF_MEMORY_AT.append((width, height))
+            message = (f"The second pass ran out of memory at {width}x{height}; it ran again tiled (tiled VAE and "
+                       "UNet), and will start tiled at this size from now on.")
+            log.warning("hires upscale: %s", message)
+            notify(Advice("tiled_after_oom", "warning", "tiled", message))
+            processed = self._img2img(image, plan, tiled=True, notify=notify)
+        if compat.should_stop():
+            # A sampler stopped mid-way leaves a half-denoised image: keep the upscaled one instead.
+            raise Interrupted("stopped during the second pass")
+        if not processed.images:
+            raise RuntimeError("the WebUI's img2img returned no image")
+        progress(1, 1)
+        return processed.images[0]
+
+    def _img2img(self, image: Image.Image, plan: Plan, *, tiled: bool, notify: Callable[[Advice], None]) -> Any:
+        from modules import processing
+
         gen, params = self.generation, plan.params
         width, height = plan.target
         img2img = compat.make_img2img(
@@ -149,18 +178,60 @@ class WebUIBackend:
         img2img.script_args = []
         img2img._hires_upscale_inner = True  # and should one copy our arguments over, we stay out
         compat.add_job()
-        compat.report_progress(f"Hires upscale: second pass, {img2img.steps} steps at {width}x{height}")
-        try:
-            processed = processing.process_images(img2img)
-        finally:
-            img2img.close()
-        if compat.should_stop():
-            # A sampler stopped mid-way leaves a half-denoised image: keep the upscaled one instead.
-            raise Interrupted("stopped during the second pass")
-        if not processed.images:
-            raise RuntimeError("the WebUI's img2img returned no image")
-        progress(1, 1)
-        return processed.images[0]
+        compat.report_progress(f"Hires upscale: second pass, {img2img.steps} steps at {width}x{height}"
+                               + (", tiled" if tiled else ""))
+        with ExitStack() as installed:
+            if tiled:
+                _tile_from_init(img2img, installed, TileSettings.for_tile_size(params.tile_size), notify)
+            try:
+                return processing.process_images(img2img)
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                compat.release_memory()  # before anything else runs, tiled or not
+                remedy = ("even tiled: set a smaller tile size or a smaller target" if tiled
+                          else "set Tiled to auto or on, or a smaller target")
+                raise OutOfMemory("second pass", (width, height), remedy) from error
+            finally:
+                img2img.close()
+
+
+#: Target sizes whose untiled second pass ran out of memory in this WebUI session ("auto" then tiles them).
+_OUT_OF_MEMORY_AT: list[tuple[int, int]] = []
+
+
+def _ran_out_at(width: int, height: int) -> bool:
+    return any(width * height >= w * h for w, h in _OUT_OF_MEMORY_AT)
+
+
+def _tile_from_init(img2img: Any, installed: ExitStack, settings: TileSettings,
+                    notify: Callable[[Advice], None]) -> None:
+    """Tile the VAE and the UNet of the model img2img runs on, from its `init` (after any
+    checkpoint override has loaded that model) until `installed` closes."""
+    init = img2img.init
+
+    def init_tiled(*args: Any, **kwargs: Any) -> Any:
+        targets = compat.tiling_targets(img2img)
+        if isinstance(targets, str):
+            notify(Advice("tiling_unavailable", "warning", "tiled", f"The second pass ran untiled: {targets}."))
+            return init(*args, **kwargs)
+        told: list[str] = []
+
+        def fallback(reason: str) -> None:
+            if not told:
+                told.append(reason)
+                log.warning("hires upscale: a UNet call ran full frame: %s", reason)
+                notify(Advice("unet_full_frame", "warning", "tiled",
+                              f"The second pass's UNet ran untiled (the VAE stayed tiled): {reason}."))
+
+        installed.enter_context(tiled_vae(targets.encoder, targets.decoder, settings,
+                                          should_stop=compat.should_stop))
+        installed.enter_context(tiled_unet(targets.denoiser, "apply_model", settings,
+                                           cannot_tile=lambda: compat.unet_hooked(targets.unet),
+                                           on_fallback=fallback))
+        return init(*args, **kwargs)
+
+    img2img.init = init_tiled
 
 
 class HostUpscaler:

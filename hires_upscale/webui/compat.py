@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,66 @@ def upscaler_device() -> Any:
     from modules import devices
 
     return getattr(devices, "device_esrgan", None) or devices.device
+
+
+@dataclass(frozen=True)
+class TilingTargets:
+    """The parts of a loaded checkpoint the low-VRAM mode wraps for the second pass."""
+
+    encoder: Any
+    decoder: Any
+    #: the object whose `apply_model(x, t, cond)` the samplers call
+    denoiser: Any
+    unet: Any
+
+
+def tiling_targets(p: Any) -> TilingTargets | str:
+    """What to tile in the model of img2img `p`, or why this host cannot (Forge runs its own
+    UNet patcher and tiles its VAE itself after an out-of-memory error)."""
+    model = getattr(p, "sd_model", None) or shared.sd_model
+    if hasattr(model, "forge_objects"):
+        return "Forge runs the model its own way (and tiles its VAE itself when memory runs out)"
+    vae = getattr(model, "first_stage_model", None)
+    unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if vae is None or unet is None or not hasattr(model, "apply_model"):
+        return f"the loaded model ({type(model).__name__}) has no VAE/UNet layout this extension knows"
+    return TilingTargets(getattr(vae, "encoder", None), getattr(vae, "decoder", None), model, unet)
+
+
+def unet_hooked(unet: Any) -> str | None:
+    """Why tiles cannot go through the UNet as it is now: another extension (ControlNet,
+    regional prompting) replaced its forward for the whole picture."""
+    if "forward" in vars(unet):
+        owner = getattr(vars(unet)["forward"], "__module__", None) or "another extension"
+        return f"the UNet is hooked by {owner} (e.g. ControlNet), whose inputs cover the whole picture"
+    return None
+
+
+def free_gpu_memory() -> int | None:
+    """Bytes free on the WebUI's CUDA device; None on the CPU or MPS (no reliable number)."""
+    import torch
+    from modules import devices
+
+    device = getattr(devices, "device", None)
+    if getattr(device, "type", None) != "cuda" or not torch.cuda.is_available():
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    # memory torch holds but does not use is free to us as well
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+def model_dtype_bytes() -> int:
+    import torch
+    from modules import devices
+
+    return torch.empty((), dtype=getattr(devices, "dtype_vae", torch.float32)).element_size()
+
+
+def release_memory() -> None:
+    """Give cached device memory back after an out-of-memory error."""
+    from modules import devices
+
+    devices.torch_gc()
 
 
 def queue_lock() -> Any:

@@ -38,6 +38,8 @@ log = logging.getLogger("hires_upscale")
 SAME = "Same as first pass"
 #: Infotext key that tells why an image was not upscaled (not a parameter: paste ignores it).
 ERROR_KEY = "Hires upscale error"
+#: Infotext key for what the run did on its own, e.g. ran tiled after running out of memory.
+NOTES_KEY = "Hires upscale notes"
 #: Marks a processing object as ours (or another extension's inner pass): never hires-upscale it again.
 INNER_MARKERS = ("_hires_upscale_inner", "_ad_inner")
 
@@ -102,9 +104,12 @@ def postprocess(p: Any, image: Image.Image) -> Image.Image:
             compat.add_job()  # the upscale stage; the second pass adds its own
         result = pipeline.run(image, params, first_pass_steps=p.steps, progress=_progress,
                               should_stop=compat.should_stop)
-    except HiresUpscaleError as error:
-        message = f"Hires upscale failed for image {index + 1}: {error}"
-        log.error(message)
+    except Exception as error:
+        # A bug of ours, or of the host inside our pass, must not cost the user the first pass's
+        # image nor hide why it stayed small: the console gets the traceback, the image the reason.
+        ours = isinstance(error, HiresUpscaleError)
+        message = f"Hires upscale failed for image {index + 1}: {error if ours else f'{type(error).__name__}: {error}'}"
+        (log.error if ours else log.exception)(message)
         compat.comment(p, message)
         p.extra_generation_params[ERROR_KEY] = message  # this image's infotext says why it is small
         return image
@@ -113,6 +118,12 @@ def postprocess(p: Any, image: Image.Image) -> Image.Image:
     p.extra_generation_params.pop(ERROR_KEY, None)
     # The infotext of this image is written right after this hook: make it tell this image's story.
     p.extra_generation_params.update(result.infotext_fields)
+    for notice in result.notices:  # e.g. ran tiled after running out of memory: shown under the result
+        compat.comment(p, f"Hires upscale, image {index + 1}: {notice.message}")
+    if result.notices:  # and in the image's infotext, which API callers get
+        p.extra_generation_params[NOTES_KEY] = " ".join(notice.message for notice in result.notices)
+    else:
+        p.extra_generation_params.pop(NOTES_KEY, None)
     if result.interrupted:
         p.extra_generation_params["Hires upscale interrupted"] = "after " + (result.stages[-1] if result.stages
                                                                               else "the first pass")

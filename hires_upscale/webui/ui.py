@@ -16,7 +16,7 @@ import gradio as gr
 from ..advice import Advice
 from ..errors import HiresUpscaleError, ImageLoadError, ParamsError
 from ..images import open_image
-from ..params import FIT_MODES, RESIZE_MODES, SCRIPT_FIELDS, HiresParams
+from ..params import FIT_MODES, RESIZE_MODES, SCRIPT_FIELDS, TILED_MODES, HiresParams
 from ..plan import make_plan
 from ..resolution import PRESETS
 from . import compat
@@ -37,7 +37,8 @@ HINTS = {
     "denoise": "How much the second pass may change: 0.2-0.45 with ESRGAN-family upscalers, 0.5-0.7 with Latent. "
                "Higher invents detail and duplicates subjects.",
     "hires_steps": "Sampling steps of the second pass; 0 = the same as the first pass. 10-20 is plenty.",
-    "tiled": "Low-VRAM mode: upscale in tiles sized to free memory. For 4-8 GB cards and very large targets.",
+    "tiled": "Low-VRAM mode for the second pass (tiled VAE and UNet). auto: only when it would not fit in free "
+             "GPU memory, or after running out of it; on: always (4-8 GB cards, very large targets); off: never.",
     "sharpen": "One gentle unsharp mask on the final image only.",
 }
 
@@ -117,8 +118,8 @@ class AccordionUI:
                 c["scheduler"] = gr.Dropdown([SAME, *schedulers], value=SAME, label="Hires schedule type",
                                              elem_id=self._id("scheduler"), visible=bool(schedulers))
             with gr.Row():
-                c["tiled"] = gr.Checkbox(defaults.tiled, label="Tiled (low VRAM)", elem_id=self._id("tiled"),
-                                         info=HINTS["tiled"])
+                c["tiled"] = gr.Radio(list(TILED_MODES), value=defaults.tiled, label="Tiled (low VRAM)",
+                                      elem_id=self._id("tiled"), info=HINTS["tiled"])
                 c["tile_size"] = gr.Slider(0, 2048, step=32, value=defaults.tile_size, visible=False,
                                            label="Tile size (0 = from free memory)", elem_id=self._id("tile_size"))
             with gr.Row():
@@ -133,7 +134,8 @@ class AccordionUI:
         # Controls that do not apply stay hidden (also after a paste, which fires .change).
         c["resize_mode"].change(fn=_resize_controls, inputs=[c["resize_mode"]],
                                 outputs=[c["scale"], c["width"], c["height"], c["preset"]], show_progress=False)
-        c["tiled"].change(fn=_visible_when, inputs=[c["tiled"]], outputs=[c["tile_size"]], show_progress=False)
+        c["tiled"].change(fn=lambda mode: gr.update(visible=mode == "on"), inputs=[c["tiled"]],
+                          outputs=[c["tile_size"]], show_progress=False)
         c["sharpen"].change(fn=_visible_when, inputs=[c["sharpen"]], outputs=[c["sharpen_strength"]],
                             show_progress=False)
         return [c[name] for name in SCRIPT_FIELDS]

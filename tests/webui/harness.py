@@ -120,6 +120,8 @@ class WebUI:
         self.data_dir = workdir / "data"
         self.esrgan_dir = workdir / "ESRGAN"
         self.log_path = workdir / "webui.log"
+        #: faults the test extension injects (tests/webui/faults_extension), written by `inject`
+        self.faults_path = workdir / "faults.json"
         self.process: subprocess.Popen | None = None
 
     def env(self) -> dict[str, str]:
@@ -128,15 +130,17 @@ class WebUI:
         if source is not None and not hf_home.exists():
             shutil.copytree(source, hf_home)  # the WebUI writes into HF_HOME; shared/ is read-only
         return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "PYTHONUNBUFFERED": "1"}
+                "PYTHONUNBUFFERED": "1", "HIRES_UPSCALE_TEST_FAULTS": str(self.faults_path)}
 
     def start(self) -> None:
         env = self.env()
         ckpt = checkpoint(self.root, env)
         (self.data_dir / "extensions").mkdir(parents=True, exist_ok=True)
-        link = self.data_dir / "extensions" / "sd-webui-hires-upscale"
-        if not link.exists():
-            link.symlink_to(REPO, target_is_directory=True)
+        for name, target in (("sd-webui-hires-upscale", REPO),
+                             ("hires-upscale-test-faults", REPO / "tests" / "webui" / "faults_extension")):
+            link = self.data_dir / "extensions" / name
+            if not link.exists():
+                link.symlink_to(target, target_is_directory=True)
         self.run_installers(env)
         self.esrgan_dir.mkdir(exist_ok=True)
         # A small RRDB saved the way the WebUI's safe loader accepts (tests/models.py).
@@ -172,6 +176,13 @@ class WebUI:
                 "launch_utils.run_extensions_installers(settings_file=launch_utils.args.ui_settings_file)\n")
         subprocess.run([str(self.root / "venv" / "bin" / "python"), "-c", code], cwd=self.root, env=env,
                        check=True, timeout=900)
+
+    def inject(self, *faults: dict) -> None:
+        """Arm faults in the test extension (see its docstring); each fires once unless `times` says."""
+        self.faults_path.write_text(json.dumps(list(faults)))
+
+    def faults_left(self) -> list[dict]:
+        return [f for f in json.loads(self.faults_path.read_text()) if f.get("times", 1) > 0]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

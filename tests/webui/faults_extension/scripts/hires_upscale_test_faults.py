@@ -1,0 +1,67 @@
+"""Test-only WebUI extension: injects faults the real hardware cannot be made to give on demand.
+
+The harness links it into the test WebUI's extensions beside ours and names a JSON
+file in HIRES_UPSCALE_TEST_FAULTS; tests write faults there (WebUI.inject). With no
+file, or an empty list, it does nothing. Each fault fires `times` times (default 1):
+
+- {"kind": "oom", "stage": "unet", "min_pixels": N}: the UNet raises CUDA's out-of-memory
+  error when its input covers at least N image pixels (a tile covers fewer).
+- {"kind": "oom", "stage": "vae decode", "min_pixels": N}: the VAE decoder's last layer
+  does, where a decode's memory peaks, when its input has at least N pixels.
+- {"kind": "interrupt", "stage": "sampling", "min_pixels": N}: the WebUI's interrupt is
+  pressed at the first sampling step of a picture of at least N pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from modules import script_callbacks, shared
+
+FAULTS = Path(os.environ.get("HIRES_UPSCALE_TEST_FAULTS", "/nonexistent"))
+
+
+def _take(kind: str, stage: str, pixels: int) -> bool:
+    """Whether a fault of this kind and stage fires now (and spend one of its times)."""
+    try:
+        faults = json.loads(FAULTS.read_text())
+    except (OSError, ValueError):
+        return False
+    for fault in faults:
+        if (fault["kind"], fault["stage"]) == (kind, stage) and pixels >= fault.get("min_pixels", 0) \
+                and fault.get("times", 1) > 0:
+            fault["times"] = fault.get("times", 1) - 1
+            FAULTS.write_text(json.dumps(faults))
+            return True
+    return False
+
+
+def _raise_out_of_memory(stage: str, pixels: int) -> None:
+    if _take("oom", stage, pixels):
+        raise torch.cuda.OutOfMemoryError(
+            f"CUDA out of memory. Tried to allocate 9.50 GiB (injected by the hires-upscale tests: {stage} "
+            f"at {pixels} pixels)")
+
+
+def _install(model) -> None:
+    """Hooks on the loaded model's UNet and VAE decoder, once per model."""
+    if getattr(model, "_hires_upscale_test_faults", False):
+        return
+    model._hires_upscale_test_faults = True
+    model.model.diffusion_model.register_forward_pre_hook(
+        lambda module, inputs: _raise_out_of_memory("unet", inputs[0].shape[-1] * inputs[0].shape[-2] * 64))
+    model.first_stage_model.decoder.conv_out.register_forward_pre_hook(
+        lambda module, inputs: _raise_out_of_memory("vae decode", inputs[0].shape[-1] * inputs[0].shape[-2]))
+
+
+def on_cfg_denoiser(params) -> None:
+    _install(shared.sd_model)
+    if _take("interrupt", "sampling", params.x.shape[-1] * params.x.shape[-2] * 64):
+        shared.state.interrupt()
+
+
+script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+script_callbacks.on_model_loaded(_install)

@@ -1,0 +1,128 @@
+"""The tiled (low-VRAM) second pass and its out-of-memory fallback in the real WebUI.
+
+Out-of-memory errors and interrupts come from the test extension beside ours
+(tests/webui/faults_extension), which raises CUDA's own error type where the WebUI's
+UNet or VAE decoder would run out of memory on a small card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from harness import ESRGAN_NAME, decode, image_b64
+from PIL import Image, PngImagePlugin
+from test_webui import BASE, script_args, txt2img
+
+from hires_upscale.infotext import parse_parameters
+
+SOURCE = 256
+TARGET = 512
+
+
+def existing_picture() -> str:
+    """A 256x256 WebUI-style PNG with its parameters text (made without a first pass: cheaper)."""
+    yy, xx = np.mgrid[0:SOURCE, 0:SOURCE] / SOURCE
+    pixels = np.stack([np.sin(6 * xx), np.cos(5 * yy), xx - yy], axis=-1) * 100 + 128
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a lighthouse at dusk\nNegative prompt: blurry\n"
+                                f"Steps: 2, Sampler: Euler, CFG scale: 7, Seed: 1234, Size: {SOURCE}x{SOURCE}")
+    return image_b64(Image.fromarray(pixels.clip(0, 255).astype(np.uint8)), pnginfo=info)
+
+
+def upscale(webui, **params) -> dict:
+    reply = webui.post("/hires-upscale/v1/upscale", {
+        "images": [existing_picture()],
+        "params": {"upscaler": "Lanczos", "scale": 2, "hires_steps": 2, "denoise": 0.3, **params},
+    })
+    assert reply.status == 200, (reply.body, webui.log_tail())
+    return reply.json()["images"][0]
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    difference = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    mse = (difference**2).mean()
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+@pytest.fixture(autouse=True)
+def no_faults_left(webui):
+    webui.inject()
+    yield
+    webui.inject()
+
+
+@pytest.mark.reliability(area="Low VRAM", tried="a tiled second pass (VAE and UNet, 3x3 tiles) at 256 -> 512",
+                         expected="same size and infotext as untiled, close to its picture")
+def test_a_tiled_second_pass_gives_what_untiled_gives(webui):
+    untiled = upscale(webui, tiled="off")
+    tiled = upscale(webui, tiled="on", tile_size=256)
+    assert (tiled["width"], tiled["height"]) == (untiled["width"], untiled["height"]) == (TARGET, TARGET)
+    ours = ("Hires upscale tiled", "Hires upscale tile size")
+    fields = {k: v for k, v in parse_parameters(tiled["infotext"]).fields.items() if k not in ours}
+    assert fields == {k: v for k, v in parse_parameters(untiled["infotext"]).fields.items() if k not in ours}
+    assert "Hires upscale to" in fields and "Seed" in fields
+    assert parse_parameters(tiled["infotext"]).fields["Hires upscale tiled"] == "on"
+    assert not [w for w in tiled["warnings"] if w["level"] == "warning"], tiled["warnings"]
+    # Random weights: the UNet's tiles see less than the whole picture, so close, not equal.
+    assert psnr(decode(tiled["image"]), decode(untiled["image"])) > 20
+
+
+@pytest.mark.reliability(area="Low VRAM", tried="out of memory in the second pass's UNet, tiled: auto",
+                         expected="runs again tiled, says so once, finishes at the target size")
+def test_out_of_memory_in_the_unet_retries_tiled_and_says_so(webui):
+    # Every full-frame UNet call runs out: only a really tiled retry gets through.
+    webui.inject({"kind": "oom", "stage": "unet", "min_pixels": TARGET * TARGET, "times": 100})
+    result = upscale(webui, tiled="auto", tile_size=256)
+    assert webui.faults_left()[0]["times"] == 99  # fired once, then the tiles stayed below it
+    assert (result["width"], result["height"]) == (TARGET, TARGET)
+    assert [w["code"] for w in result["warnings"] if w["code"] == "tiled_after_oom"] == ["tiled_after_oom"]
+    assert "ran out of memory at 512x512" in next(w["message"] for w in result["warnings"]
+                                                     if w["code"] == "tiled_after_oom")
+
+
+@pytest.mark.reliability(area="Low VRAM", tried="out of memory in the VAE decode of the second pass, tiled: off",
+                         expected="422 naming the stage and what to change; the next job runs")
+def test_out_of_memory_with_tiling_off_fails_clearly_and_the_webui_goes_on(webui):
+    webui.inject({"kind": "oom", "stage": "vae decode", "min_pixels": TARGET * TARGET})
+    reply = webui.post("/hires-upscale/v1/upscale", {
+        "images": [existing_picture()],
+        "params": {"upscaler": "Lanczos", "scale": 2, "hires_steps": 1, "tiled": "off"},
+    })
+    assert reply.status == 422, reply.body
+    message = reply.json()["detail"][0]["msg"]
+    assert "second pass ran out of memory at 512x512" in message and "set Tiled to auto or on" in message
+    after = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args()}})
+    assert decode(after["images"][0]).size == (128, 128)
+
+
+@pytest.mark.reliability(area="Low VRAM", tried="out of memory in a txt2img's second pass (VAE decode), tiled: auto",
+                         expected="the generation finishes at the target size, tiled, with a note")
+def test_out_of_memory_in_a_generation_still_finishes(webui):
+    # (at 128x128 a "tile" is the whole latent: this is the retry of the generation path; the tiling
+    # itself is what the test above proves)
+    webui.inject({"kind": "oom", "stage": "vae decode", "min_pixels": 128 * 128})
+    result = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args(upscaler=ESRGAN_NAME)}})
+    assert webui.faults_left() == []
+    assert decode(result["images"][0]).size == (128, 128)
+    assert "Hires upscale error" not in result["info"]
+    notes = parse_parameters(json.loads(result["info"])["infotexts"][0]).fields["Hires upscale notes"]
+    assert "ran out of memory at 128x128; it ran again tiled" in notes
+
+
+@pytest.mark.reliability(area="Faults", tried="interrupt during the second pass of a txt2img",
+                         expected="200 with the upscaled image, said in its infotext; the next job runs")
+def test_an_interrupt_in_the_second_pass_keeps_the_upscaled_image(webui):
+    webui.inject({"kind": "interrupt", "stage": "sampling", "min_pixels": 128 * 128})
+    reply = webui.post("/sdapi/v1/txt2img", {**BASE, "alwayson_scripts": {
+        "hires upscale": {"args": script_args(hires_steps=4)}}})
+    assert reply.status == 200, (reply.body, webui.log_tail())
+    assert webui.faults_left() == []
+    image = decode(reply.json()["images"][0])
+    assert image.size == (128, 128)
+    assert parse_parameters(image.text["parameters"]).fields["Hires upscale interrupted"] == "after upscale"
+    after = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args()}})
+    assert decode(after["images"][0]).size == (128, 128)
+    assert "Hires upscale interrupted" not in decode(after["images"][0]).text["parameters"]
