@@ -272,7 +272,7 @@ def tiled_encode(
             hook.remove()
 
     norms = SharedGroupNorm(encoder)
-    small_h, small_w = _fit_within(grid.height, grid.width, tile)
+    small_h, small_w = _fit_within(grid.height, grid.width, grid.tile_size)
     small = nn.functional.interpolate(image, size=(small_h * VAE_FACTOR, small_w * VAE_FACTOR), mode="bilinear",
                                       antialias=True, align_corners=False)
     with norms.recording():

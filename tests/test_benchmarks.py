@@ -52,3 +52,17 @@ def test_the_runner_writes_its_report(tmp_path, monkeypatch):
     assert "<!-- upscaler:start -->" in text and "| built-in algorithm |" in text
     write_section(tmp_path / "benchmarks.md", "upscaler", "replaced")
     assert (tmp_path / "benchmarks.md").read_text().count("upscaler:start") == 1
+
+
+def test_the_seam_score_sees_a_step_at_a_tile_edge_and_nothing_else():
+    from benchmarks.lowvram import seam_score, tile_edges
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(3, 1024, 1024)).astype(np.float32)
+    edges = tile_edges(1024)
+    assert edges == [0, 448, 576, 1024]  # 2 tiles of 72 latent units per side
+    assert seam_score(image, edges, 1) == pytest.approx(1.0, abs=0.1)
+    stepped = image.copy()
+    stepped[:, :, 448:] += 3.0  # a tile whose tone is off
+    assert seam_score(stepped, edges, 2) > 1.5
+    assert np.isnan(seam_score(image, [0, 1024], 2))  # one tile: no edges

@@ -215,14 +215,11 @@ def _tile_from_init(img2img: Any, installed: ExitStack, settings: TileSettings,
         if isinstance(targets, str):
             notify(Advice("tiling_unavailable", "warning", "tiled", f"The second pass ran untiled: {targets}."))
             return init(*args, **kwargs)
-        told: list[str] = []
 
-        def fallback(reason: str) -> None:
-            if not told:
-                told.append(reason)
-                log.warning("hires upscale: a UNet call ran full frame: %s", reason)
-                notify(Advice("unet_full_frame", "warning", "tiled",
-                              f"The second pass's UNet ran untiled (the VAE stayed tiled): {reason}."))
+        def fallback(reason: str) -> None:  # heard once per pass
+            log.warning("hires upscale: a UNet call ran full frame: %s", reason)
+            notify(Advice("unet_full_frame", "warning", "tiled",
+                          f"The second pass's UNet ran untiled (the VAE stayed tiled): {reason}."))
 
         installed.enter_context(tiled_vae(targets.encoder, targets.decoder, settings,
                                           should_stop=compat.should_stop))
