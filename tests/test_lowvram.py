@@ -96,6 +96,8 @@ def test_the_middle_stage_is_found_in_both_layouts(vae):
     assert latent_stage(nn.Conv2d(1, 1, 1)) == []
 
 
+@pytest.mark.reliability(area="Low VRAM", tried="an error raised inside a tiled VAE pass",
+                         expected="every replaced forward restored, another extension's wrapper included")
 @torch.no_grad()
 def test_tiled_vae_restores_every_forward_even_after_an_error(vae):
     def foreign(x):  # another extension's own wrapper must come back too
@@ -114,6 +116,8 @@ def test_tiled_vae_restores_every_forward_even_after_an_error(vae):
         del vae.decoder.forward
 
 
+@pytest.mark.reliability(area="Faults", tried="interrupt during a tiled VAE decode",
+                         expected="stops between tiles, nothing left patched")
 def test_a_tiled_decode_can_be_stopped(vae):
     from hires_upscale.errors import Interrupted
 
@@ -145,6 +149,8 @@ def test_tiles_share_the_conditioning_row_by_row(concat_size):
     assert torch.allclose(tiled, full, atol=1e-5)
 
 
+@pytest.mark.reliability(area="Low VRAM", tried="UNet conditioning of another batch or a hint of another size",
+                         expected="refused by name, so the call runs full frame instead of garbage")
 def test_conditioning_the_tiles_cannot_share_is_refused():
     x = torch.randn(2, 4, 64, 64)
     with pytest.raises(CannotTile, match="batch 4 for a latent batch of 2"):
