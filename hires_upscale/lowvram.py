@@ -374,7 +374,7 @@ def tiled_model_call(
     timesteps: torch.Tensor,
     cond: Any,
     *,
-    tile: int = 64,
+    tile: int = 96,
     overlap: int = 16,
     batch: int = 4,
     **kwargs: Any,
