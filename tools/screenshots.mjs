@@ -1,9 +1,9 @@
 // Screenshots of the accordion and the tab from a running WebUI, in Debian's Chromium.
-//   node tools/screenshots.mjs http://127.0.0.1:7860 docs/
+//   node tools/screenshots.mjs http://127.0.0.1:7860 docs/ [UPSCALER]
 // (python tests/webui/harness.py runs a test WebUI and prints its URL.)
 import { chromium } from "playwright-core";
 
-const [url = "http://127.0.0.1:7860", out = "docs"] = process.argv.slice(2);
+const [url = "http://127.0.0.1:7860", out = "docs", upscaler] = process.argv.slice(2);
 const browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -18,6 +18,10 @@ try {
     const accordion = page.locator("#hires_upscale_txt2img_enabled");
     await accordion.locator(".label-wrap").first().click();
     await page.locator("#hires_upscale_txt2img_upscaler").waitFor({ state: "visible" });
+    if (upscaler) {  // the test WebUI lists a deliberately broken model first
+        await page.locator("#hires_upscale_txt2img_upscaler input").click();
+        await page.locator("#hires_upscale_txt2img_upscaler ul.options li", { hasText: upscaler }).first().click();
+    }
     await accordion.scrollIntoViewIfNeeded();
     await accordion.screenshot({ path: `${out}/accordion.png` });
 
