@@ -141,24 +141,24 @@ def build_router(host: ApiHost, *, include_upscale: bool = True, dependencies: l
         if count > MAX_IMAGES:
             raise unprocessable([FieldError("images", count, f"at most {MAX_IMAGES} images per request")])
         items: list[tuple[str, Image.Image]] = []
-        where: list[tuple[str, int]] = []  # the request field of each item, for error locations
         for index, data in enumerate(request.images):
             try:
                 name = f"image {index + 1}"
                 items.append((name, decode_base64_image(data, name)))
-                where.append(("images", index))
             except HiresUpscaleError as error:
                 raise unprocessable_at(str(error), "images", index) from None
         for index, path in enumerate(request.paths):
             try:
                 items.append(host.open_path(path))
-                where.append(("paths", index))
             except HiresUpscaleError as error:
                 raise unprocessable_at(str(error), "paths", index) from None
         try:
             results = host.run(items, params)
         except ItemError as error:
-            raise unprocessable_at(str(error), *where[error.index]) from None
+            # items are the images, then the paths
+            images = len(request.images)
+            location = ("images", error.index) if error.index < images else ("paths", error.index - images)
+            raise unprocessable_at(str(error), *location) from None
         except ParamsError as error:
             raise unprocessable(error.errors, "params") from None
         except HiresUpscaleError as error:

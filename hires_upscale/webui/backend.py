@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -117,19 +118,20 @@ class WebUIBackend:
         self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None],
         should_stop: Callable[[], bool], notify: Callable[[Advice], None] = lambda advice: None,
     ) -> Image.Image:
+        global _out_of_memory_from
         if should_stop():
             raise Interrupted("stopped before the second pass")
         mode = plan.params.tiled
         width, height = plan.target
         tiled = mode == "on" or (mode == "auto" and (
-            _ran_out_at(width, height)
-            or needs_tiling(width, height, compat.free_gpu_memory(), dtype_bytes=compat.model_dtype_bytes())))
+            width * height >= _out_of_memory_from
+            or needs_tiling(width, height, compat.free_gpu_memory(), dtype_bytes=compat.vae_dtype_bytes())))
         try:
             processed = self._img2img(image, plan, tiled=tiled, notify=notify)
         except OutOfMemory:
             if mode != "auto" or tiled:
                 raise
-            _OUT_OF_MEMORY_AT.append((width, height))
+            _out_of_memory_from = min(_out_of_memory_from, width * height)
             message = (f"The second pass ran out of memory at {width}x{height}; it ran again tiled (tiled VAE and "
                        "UNet), and will start tiled at this size from now on.")
             log.warning("hires upscale: %s", message)
@@ -196,12 +198,9 @@ class WebUIBackend:
                 img2img.close()
 
 
-#: Target sizes whose untiled second pass ran out of memory in this WebUI session ("auto" then tiles them).
-_OUT_OF_MEMORY_AT: list[tuple[int, int]] = []
-
-
-def _ran_out_at(width: int, height: int) -> bool:
-    return any(width * height >= w * h for w, h in _OUT_OF_MEMORY_AT)
+#: The fewest target pixels whose untiled second pass ran out of memory in this WebUI session:
+#: "auto" tiles every target at least that large from then on.
+_out_of_memory_from: float = math.inf
 
 
 def _tile_from_init(img2img: Any, installed: ExitStack, settings: TileSettings,

@@ -182,7 +182,8 @@ def free_gpu_memory() -> int | None:
     return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
 
 
-def model_dtype_bytes() -> int:
+def vae_dtype_bytes() -> int:
+    """Bytes per value of the VAE, whose decode is the second pass's largest allocation."""
     import torch
     from modules import devices
 
