@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -18,6 +19,7 @@ from conftest import noise_image  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from hires_upscale.errors import ImageLoadError  # noqa: E402
 from hires_upscale.folders import resolve_inside  # noqa: E402
 from hires_upscale.images import open_image  # noqa: E402
 from hires_upscale.infotext import with_fields  # noqa: E402
@@ -152,3 +154,28 @@ def test_what_an_image_loses_comes_back_in_its_warnings(client):
     assert [w["code"] for w in gif["warnings"]] == ["first_frame"]
     assert gif["warnings"][0]["message"] == "The file has 2 frames; only the first is upscaled."
     assert [w["code"] for w in png["warnings"]] == ["text_dropped"] and png["name"] == "image 2"
+
+
+class RefusingHost(CoreHost):
+    """Refuses, before any work, the items whose name says so (as the WebUI's host refuses an
+    image without PNG info)."""
+
+    def run(self, items, params):
+        for index, (name, _image) in enumerate(items):
+            if "refused" in name:
+                raise api.ItemError(index, ImageLoadError(Path(name), "no PNG info"))
+        return super().run(items, params)
+
+
+def test_a_refused_item_is_located_in_the_field_it_came_from(tmp_path):
+    app = FastAPI()
+    app.include_router(api.build_router(RefusingHost(tmp_path)))
+    client = TestClient(app)
+    noise_image(30, 20).save(tmp_path / "fine.png")
+    noise_image(30, 20).save(tmp_path / "refused.png")
+    image = b64png(noise_image(30, 20))
+    reply = client.post("/hires-upscale/v1/upscale", json={
+        "images": [image, image], "paths": [str(tmp_path / "fine.png"), str(tmp_path / "refused.png")]})
+    assert reply.status_code == 422
+    assert locations(reply) == [["body", "paths", 1]]
+    assert "no PNG info" in reply.json()["detail"][0]["msg"]
