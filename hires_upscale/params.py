@@ -55,93 +55,125 @@ def _spec(
     *,
     key: str,
     help: str,
+    label: str,
     minimum: float | None = None,
     maximum: float | None = None,
+    step: float | None = None,
     choices: tuple[str, ...] | None = None,
     zero_means: str | None = None,
-    nullable: bool = False,
     aliases: Mapping[Any, str] | None = None,
 ) -> Any:
-    """A dataclass field carrying the facts every entry point needs about it."""
+    """A dataclass field carrying the facts every entry point needs about it: validation,
+    the infotext key, the JSON schema, and the UI control (label, range, step, hover hint)."""
     meta = {
         "key": f"{INFOTEXT_PREFIX} {key}",
         "help": help,
+        "label": label,
         "minimum": minimum,
         "maximum": maximum,
+        "step": step,
         "choices": choices,
         "zero_means": zero_means,
-        "nullable": nullable,
-        # older spellings still accepted (API clients, pasted infotext of earlier versions)
+        # older spellings still accepted (API clients, pasted infotext of earlier versions); a None
+        # alias makes the field nullable in JSON
         "aliases": dict(aliases or {}),
     }
     return field(default=default, metadata=meta)
+
+
+#: JSON null for a text override means "the same as the first pass", like the empty string.
+_NULL_IS_EMPTY = {None: ""}
 
 
 @dataclass(frozen=True)
 class HiresParams:
     """Everything that decides what a hires-upscale run does. Defaults mean "off"."""
 
-    enabled: bool = _spec(False, key="enabled", help="Run the hires upscale after the first pass.")
+    enabled: bool = _spec(False, key="enabled", label="Hires upscale",
+                          help="Run the hires upscale after the first pass.")
     upscaler: str = _spec(
-        "Lanczos",
-        key="upscaler",
-        help="Upscaler name as the WebUI lists it: an ESRGAN-family model (4x-UltraSharp, "
-        "Remacri...), a Latent mode, Lanczos, Nearest or None.",
+        "Lanczos", key="upscaler", label="Upscaler",
+        help="ESRGAN-family models (4x-UltraSharp, Remacri, anime models) add detail; Latent modes need "
+        "denoise 0.5 or more. Lanczos, Nearest and None resize plainly.",
     )
     resize_mode: str = _spec(
-        "scale", key="mode", choices=RESIZE_MODES,
+        "scale", key="mode", choices=RESIZE_MODES, label="Resize by",
         help="scale: multiply the size; size: reach width x height; preset: a named preset.",
     )
-    scale: float = _spec(2.0, key="scale", minimum=1.0, maximum=8.0, help="Scale factor per side.")
+    scale: float = _spec(2.0, key="scale", minimum=1.0, maximum=8.0, step=0.05, label="Scale",
+                         help="Scale factor per side; more than 2 in one pass invents structure.")
     width: int = _spec(
-        0, key="width", minimum=0, maximum=16384, zero_means="from the height and the aspect",
+        0, key="width", minimum=0, maximum=16384, step=64, zero_means="from the height and the aspect",
+        label="Width (0 = from aspect)",
         help="Target width in pixels (resize mode 'size'), snapped to a multiple of 64.",
     )
     height: int = _spec(
-        0, key="height", minimum=0, maximum=16384, zero_means="from the width and the aspect",
+        0, key="height", minimum=0, maximum=16384, step=64, zero_means="from the width and the aspect",
+        label="Height (0 = from aspect)",
         help="Target height in pixels (resize mode 'size'), snapped to a multiple of 64.",
     )
-    preset: str = _spec("", key="preset", help="Preset name (resize mode 'preset'), e.g. '2x'.")
+    preset: str = _spec("", key="preset", label="Preset",
+                        help="Preset name (resize mode 'preset'), e.g. '2x' or 'Portrait 2:3'.")
     fit: str = _spec(
-        "crop", key="fit", choices=FIT_MODES,
+        "crop", key="fit", choices=FIT_MODES, label="When the aspect differs",
         help="When the target aspect differs: crop (fill and crop), fill (fit and extend the "
         "edges) or stretch.",
     )
     denoise: float = _spec(
-        0.3, key="denoise", minimum=0.0, maximum=1.0, zero_means="upscale only, no second pass",
-        help="Denoising strength of the second pass: 0.2-0.45 for ESRGAN-family upscalers, "
-        ">= 0.5 for Latent modes.",
+        0.3, key="denoise", minimum=0.0, maximum=1.0, step=0.01, zero_means="upscale only, no second pass",
+        label="Denoising strength",
+        help="How much the second pass may change: 0.2-0.45 with ESRGAN-family upscalers, 0.5-0.7 with "
+        "Latent. Higher invents detail and duplicates subjects.",
     )
     hires_steps: int = _spec(
-        0, key="steps", minimum=0, maximum=150, zero_means="same as the first pass",
-        help="Sampling steps of the second pass; 10-20 is plenty.",
+        0, key="steps", minimum=0, maximum=150, step=1, zero_means="same as the first pass", label="Hires steps",
+        help="Sampling steps of the second pass; 0 = the same as the first pass. 10-20 is plenty.",
     )
-    sampler: str = _spec("", key="sampler", help="Sampler of the second pass; empty = same as the first pass.")
-    scheduler: str = _spec("", key="scheduler", help="Scheduler of the second pass; empty = same as the first pass.")
+    sampler: str = _spec("", key="sampler", label="Hires sampler", aliases=_NULL_IS_EMPTY,
+                         help="Sampler of the second pass; empty = the same as the first pass.")
+    scheduler: str = _spec("", key="scheduler", label="Hires schedule type", aliases=_NULL_IS_EMPTY,
+                           help="Scheduler of the second pass; empty = the same as the first pass.")
     tiled: str = _spec(
-        "auto", key="tiled", choices=TILED_MODES,
+        "auto", key="tiled", choices=TILED_MODES, label="Tiled (low VRAM)",
         aliases={True: "on", False: "off", "true": "on", "false": "off", "True": "on", "False": "off"},
-        help="Low-VRAM mode for the second pass (tiled VAE and UNet): auto = when it would not fit in free "
-        "GPU memory, and again tiled after an out-of-memory error; on = always; off = never.",
+        help="Low-VRAM mode for the second pass (tiled VAE and UNet). auto: only when it would not fit in free "
+        "GPU memory, or after running out of it; on: always (4-8 GB cards, very large targets); off: never.",
     )
     tile_size: int = _spec(
-        0, key="tile size", minimum=0, maximum=4096, zero_means="chosen from free memory",
+        0, key="tile size", minimum=0, maximum=4096, step=32, zero_means="chosen from free memory",
+        label="Tile size (0 = from free memory)",
         help="Tile size in image pixels: the upscaler's input tiles, and the second pass's tiles when tiled.",
     )
-    sharpen: bool = _spec(False, key="sharpen", help="Apply one gentle unsharp mask to the final image.")
+    sharpen: bool = _spec(False, key="sharpen", label="Sharpen",
+                          help="One gentle unsharp mask on the final image only.")
     sharpen_strength: float = _spec(
-        0.3, key="sharpen strength", minimum=0.0, maximum=1.0, help="Unsharp mask amount (0.3 = 30%)."
+        0.3, key="sharpen strength", minimum=0.0, maximum=1.0, step=0.05, label="Sharpen strength",
+        help="Unsharp mask amount (0.3 = 30%).",
     )
-    seed: int = _spec(
-        -1, key="seed", minimum=-1, maximum=MAX_SEED, help="Seed override for existing images; -1 = the image's own."
+    # The second pass's overrides: empty, 0 or -1 mean "the same as the first pass" (or, for an
+    # existing image, as its PNG info says).
+    checkpoint: str = _spec(
+        "", key="checkpoint", label="Hires checkpoint", aliases=_NULL_IS_EMPTY,
+        help="Checkpoint of the second pass; empty = the same as the first pass. Loaded once per batch; the "
+        "first pass's checkpoint is back afterwards.",
+    )
+    prompt: str = _spec(
+        "", key="prompt", label="Hires prompt", aliases=_NULL_IS_EMPTY,
+        help="Prompt of the second pass; empty = the same as the first pass. [prompt] stands for the first "
+        "pass's prompt, so '[prompt], sharp focus' appends. LoRA tags work here too.",
+    )
+    negative_prompt: str = _spec(
+        "", key="negative", label="Hires negative prompt", aliases=_NULL_IS_EMPTY,
+        help="Negative prompt of the second pass; empty = the same as the first pass. [prompt] stands for "
+        "the first pass's negative prompt.",
     )
     cfg_scale: float = _spec(
-        0.0, key="cfg", minimum=0.0, maximum=30.0, zero_means="the image's own",
-        help="CFG scale override for existing images.",
+        0.0, key="cfg", minimum=0.0, maximum=30.0, step=0.5, zero_means="the same as the first pass",
+        label="Hires CFG scale (0 = same)", help="CFG scale of the second pass; 0 = the same as the first pass.",
     )
-    negative_prompt: str | None = _spec(
-        None, key="negative", nullable=True,
-        help="Negative prompt override for existing images; null = the image's own.",
+    seed: int = _spec(
+        -1, key="seed", minimum=-1, maximum=MAX_SEED, step=1, label="Hires seed (-1 = same)",
+        help="Seed of the second pass; -1 = the image's own. In a batch, image n gets this seed + n.",
     )
 
     # -- construction -------------------------------------------------------
@@ -170,10 +202,6 @@ class HiresParams:
         params = dataclasses.replace(base, **updates)
         params.check()
         return params
-
-    def replace(self, **changes: Any) -> HiresParams:
-        """A copy with some fields changed, validated like any other input."""
-        return HiresParams.from_mapping(changes, base=self)
 
     # -- validation ---------------------------------------------------------
 
@@ -204,6 +232,20 @@ class HiresParams:
     def upscaler_kind(self) -> UpscalerKind:
         return upscaler_kind(self.upscaler)
 
+    def second_pass_prompt(self, first_pass: str) -> str:
+        """The second pass's prompt: the override with `[prompt]` standing for the first pass's, or that one."""
+        return _with_first_pass(self.prompt, first_pass)
+
+    def second_pass_negative_prompt(self, first_pass: str) -> str:
+        return _with_first_pass(self.negative_prompt, first_pass)
+
+    def second_pass_seed(self, first_pass: int, index: int) -> int:
+        """Image `index` of a job keeps its own seed, or gets the override + index (as the WebUI counts seeds)."""
+        return first_pass if self.seed < 0 else (self.seed + index) % (MAX_SEED + 1)
+
+    def second_pass_cfg_scale(self, first_pass: float) -> float:
+        return self.cfg_scale or first_pass
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -233,9 +275,18 @@ class HiresParams:
         ours = {by_key[k]: v for k, v in fields.items() if k in by_key}
         if not ours:
             return None
-        values = {name: (None if raw == "None" and name == "negative_prompt" else raw) for name, raw in ours.items()}
-        values.setdefault("enabled", True)
-        return cls.from_mapping(values)
+        ours.setdefault("enabled", True)
+        return cls.from_mapping(ours)
+
+
+#: In a hires prompt, the first pass's prompt (in the hires negative prompt, the first pass's negative).
+FIRST_PASS_PROMPT = "[prompt]"
+
+
+def _with_first_pass(override: str, first_pass: str) -> str:
+    if not override.strip():
+        return first_pass
+    return override.replace(FIRST_PASS_PROMPT, first_pass)
 
 
 class _Invalid(Exception):
@@ -256,15 +307,16 @@ def _allowed_text(spec: dataclasses.Field) -> str:
         return text
     if kind is bool:
         return "true or false"
-    return "a string or null" if meta["nullable"] else "a string"
+    return "a string or null" if _nullable(spec) else "a string"
 
 
 def _field_type(spec: dataclasses.Field) -> type:
-    annotation = str(spec.type)
-    for name, kind in (("bool", bool), ("int", int), ("float", float)):
-        if annotation == name:
-            return kind
-    return str
+    """bool, int, float or str: every field's default is a value of its type."""
+    return type(spec.default)
+
+
+def _nullable(spec: dataclasses.Field) -> bool:
+    return None in spec.metadata["aliases"]
 
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -276,9 +328,10 @@ def _coerce(spec: dataclasses.Field, raw: Any) -> Any:
     meta = spec.metadata
     kind = _field_type(spec)
     allowed = _allowed_text(spec)
+    for alias, value in meta["aliases"].items():
+        if type(raw) is type(alias) and raw == alias:  # True must not match 1
+            return value
     if raw is None:
-        if meta["nullable"]:
-            return None
         raise _Invalid(allowed)
     if kind is bool:
         if isinstance(raw, bool):
@@ -302,9 +355,6 @@ def _coerce(spec: dataclasses.Field, raw: Any) -> Any:
         if not meta["minimum"] <= number <= meta["maximum"]:
             raise _Invalid(allowed)
         return number
-    for alias, value in meta["aliases"].items():
-        if type(raw) is type(alias) and raw == alias:  # True must not match 1
-            return value
     if not isinstance(raw, str):
         raise _Invalid(allowed)
     if meta["choices"] and raw not in meta["choices"]:
@@ -332,7 +382,7 @@ def json_schema() -> dict[str, Any]:
         elif kind is float:
             prop.update(type="number", minimum=meta["minimum"], maximum=meta["maximum"])
         else:
-            prop["type"] = ["string", "null"] if meta["nullable"] else "string"
+            prop["type"] = ["string", "null"] if _nullable(spec) else "string"
         if meta["choices"]:
             prop["enum"] = list(meta["choices"])
         properties[spec.name] = prop
@@ -345,11 +395,16 @@ def json_schema() -> dict[str, Any]:
     }
 
 
+def hover_hints() -> dict[str, str]:
+    """Control label -> its hint, for the page's hover hints (the labels are the UI's, from the same metadata)."""
+    return {spec.metadata["label"]: spec.metadata["help"] for spec in dataclasses.fields(HiresParams)}
+
+
 def field_names() -> tuple[str, ...]:
     """Field names in declaration order (the order of the WebUI script's arguments)."""
     return tuple(f.name for f in dataclasses.fields(HiresParams))
 
 
-#: The WebUI script's arguments, in `ui()` order: what `alwayson_scripts` "args" lists.
-#: The existing-image overrides (seed, cfg_scale, negative_prompt) are not among them.
-SCRIPT_FIELDS: tuple[str, ...] = field_names()[: field_names().index("sharpen_strength") + 1]
+#: The WebUI script's arguments, in `ui()` order: what a positional `alwayson_scripts` "args" lists.
+#: New fields are only ever appended, so older positional arrays keep their meaning.
+SCRIPT_FIELDS: tuple[str, ...] = field_names()

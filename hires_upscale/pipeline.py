@@ -41,16 +41,17 @@ class Backend(Protocol):
     model_family: str
 
     def second_pass(
-        self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None], should_stop: ShouldStop,
-        notify: Callable[[Advice], None],
-    ) -> Image.Image:
-        """img2img of `image` at `plan.target` with `plan.params.denoise` and `plan.steps`.
+        self, images: list[Image.Image], plan: Plan, *, progress: Callable[[int, int], None],
+        should_stop: ShouldStop, notify: Callable[[Advice], None],
+    ) -> list[Image.Image]:
+        """img2img of `images` (image n is image n of the backend's job) at `plan.target` with
+        `plan.params.denoise` and `plan.steps`; at once where the host can, one at a time where not.
 
         `notify(advice)` tells the user what the pass did on its own (e.g. ran tiled
-        after running out of memory); it lands in the result's notices.
+        after running out of memory); it lands in every result's notices.
 
-        For a latent upscaler (`plan.upscaler_kind == "latent"`) the image arrives
-        at its source size and the backend upscales in latent space itself.
+        For a latent upscaler (`plan.upscaler_kind == "latent"`) the images arrive
+        at their source size and the backend upscales in latent space itself.
         Raises `Interrupted` when `should_stop()` turns true between steps.
         """
         ...
@@ -132,33 +133,56 @@ class Pipeline:
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
     ) -> Result:
-        plan = self.plan(image, params, first_pass_steps=first_pass_steps)
+        return self.run_batch([image], params, first_pass_steps=first_pass_steps, progress=progress,
+                              should_stop=should_stop)[0]
+
+    def run_batch(
+        self,
+        images: list[Image.Image],
+        params: HiresParams,
+        *,
+        first_pass_steps: int | None = None,
+        progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> list[Result]:
+        """Images of one size (a WebUI batch) through the stages; the second pass takes them together.
+
+        An interrupt leaves every image at the last stage all of them finished.
+        """
+        if len({image.size for image in images}) > 1:
+            raise ValueError("run_batch takes images of one size; run images of other sizes one by one")
+        plan = self.plan(images[0], params, first_pass_steps=first_pass_steps)
         report = progress or _no_progress
         stop = should_stop or _never_stop
-        result = Result(image, plan, notices=notices(image))
+        results = [Result(image, plan, notices=notices(image)) for image in images]
         try:
             if plan.upscaler_kind != "latent" or self.backend is None:
-                result.image = self._upscale(image, plan, report, stop)
-                result.stages.append(UPSCALE)
+                _finished(results, UPSCALE, [self._upscale(result.image, plan, report, stop) for result in results])
             if plan.second_pass and self.backend is not None:
-                if result.image.mode in ("RGBA", "LA"):
-                    result.image, notice = _flatten(result.image, getattr(self.backend, "background",
-                                                                          DEFAULT_BACKGROUND))
-                    result.notices.append(notice)
-                result.image = self.backend.second_pass(
-                    result.image, plan, progress=lambda done, total: report(SECOND_PASS, done, total),
-                    should_stop=stop, notify=result.notices.append,
+                for result in results:
+                    if result.image.mode in ("RGBA", "LA"):
+                        result.image, notice = _flatten(result.image, getattr(self.backend, "background",
+                                                                              DEFAULT_BACKGROUND))
+                        result.notices.append(notice)
+
+                def notify(advice: Advice) -> None:
+                    for result in results:
+                        result.notices.append(advice)
+
+                passed = self.backend.second_pass(
+                    [result.image for result in results], plan,
+                    progress=lambda done, total: report(SECOND_PASS, done, total), should_stop=stop, notify=notify,
                 )
-                result.stages.append(SECOND_PASS)
+                _finished(results, SECOND_PASS, passed)
             if params.sharpen and params.sharpen_strength > 0:
                 if stop():
                     raise Interrupted("stopped before sharpening")
-                result.image = sharpen(result.image, params.sharpen_strength)
+                _finished(results, SHARPEN, [sharpen(result.image, params.sharpen_strength) for result in results])
                 report(SHARPEN, 1, 1)
-                result.stages.append(SHARPEN)
         except Interrupted:
-            result.interrupted = True
-        return result
+            for result in results:
+                result.interrupted = True
+        return results
 
     def _upscale(self, image: Image.Image, plan: Plan, report: Progress, stop: ShouldStop) -> Image.Image:
         """Upscale to the plan's pre-fit size, then crop/fill/stretch to the target."""
@@ -170,6 +194,13 @@ class Pipeline:
             progress=lambda done, total: report(UPSCALE, done, total), should_stop=stop,
         )
         return apply_fit(upscaled, plan.resize)
+
+
+def _finished(results: list[Result], stage: str, images: list[Image.Image]) -> None:
+    """Every image has been through `stage`: only then do the results show it."""
+    for result, image in zip(results, images, strict=True):
+        result.image = image
+        result.stages.append(stage)
 
 
 def _flatten(image: Image.Image, background: str) -> tuple[Image.Image, Advice]:

@@ -312,28 +312,21 @@
     HU.start = function () {
         fetch("./hires-upscale/v1/options").then((r) => r.json()).then((options) => {
             HU.options = options;
+            HU.addHints(options.hints);
             HU.attach("txt2img");
             HU.attach("img2img");
         }).catch((error) => console.warn("sd-webui-hires-upscale: no live hints:", error));
     };
 
-    // Hover hints through the WebUI's own `titles` table (javascript/hints.js), keyed by label text.
-    HU.hints = {
-        "Resize by": "scale: multiply the size; size: reach a width x height; preset: a named target size",
-        "When the aspect differs": "crop: fill the target and crop the overflow; fill: fit inside and extend the edges; stretch: distort to fit",
-        "Hires sampler": "Sampler of the second pass; 'Same as first pass' keeps the image's own",
-        "Hires schedule type": "Schedule of the second pass; 'Same as first pass' keeps the image's own",
-        "Tiled (low VRAM)": "Upscale in tiles sized to free memory: for 4-8 GB cards and very large targets",
-        "Tile size (0 = from free memory)": "Upscaler tile size in input pixels; smaller uses less memory and is slower",
-        "Sharpen": "One gentle unsharp mask on the final image only; never before the second pass",
-        "Sharpen strength": "Unsharp mask amount: 0.3 is gentle, 1.0 is strong",
+    // Hover hints through the WebUI's own `titles` table (javascript/hints.js), keyed by label text;
+    // labels and hints are the parameters' own metadata (GET options: "hints").
+    HU.addHints = function (hints) {
+        if (typeof titles === "undefined") return;
+        for (const [label, hint] of Object.entries(hints || {})) {
+            if (!(label in titles)) titles[label] = hint;
+        }
     };
 
     root.HiresUpscale = HU;
-    if (typeof titles !== "undefined") {
-        for (const [label, hint] of Object.entries(HU.hints)) {
-            if (!(label in titles)) titles[label] = hint;
-        }
-    }
     if (typeof onUiLoaded === "function") onUiLoaded(HU.start);
 })(typeof globalThis !== "undefined" ? globalThis : this);

@@ -22,6 +22,9 @@ class HiresUpscaleScript(scripts.Script):
     def process(self, p, *args) -> None:
         service.prepare(p, args)
 
+    def postprocess_batch_list(self, p, pp, *args, **kwargs) -> None:
+        service.postprocess_batch(p, pp.images)
+
     def postprocess_image(self, p, pp, *args) -> None:
         if not compat.HAS_AFTER_COMPOSITE:
             pp.image = service.postprocess(p, pp.image)

@@ -18,7 +18,8 @@ def test_defaults_follow_the_guides_and_mean_off():
     assert params.denoise == 0.3
     assert params.hires_steps == 0
     assert params.sharpen is False and params.sharpen_strength == 0.3
-    assert params.seed == -1 and params.cfg_scale == 0 and params.negative_prompt is None
+    assert params.seed == -1 and params.cfg_scale == 0
+    assert params.checkpoint == params.prompt == params.negative_prompt == ""
     assert params.errors() == []
 
 
@@ -93,7 +94,10 @@ params_strategy = st.builds(
     sharpen_strength=st.floats(0, 1),
     seed=st.integers(-1, MAX_SEED),
     cfg_scale=st.floats(0, 30),
-    negative_prompt=st.one_of(st.none(), st.text(max_size=40).filter(lambda s: s.strip() == s and s != "None")),
+    negative_prompt=st.text(max_size=40).filter(lambda s: s.strip() == s),
+    prompt=st.one_of(st.just("[prompt], sharp focus, <lora:detail:0.5>"), st.text(max_size=40).filter(
+        lambda s: s.strip() == s)),
+    checkpoint=st.sampled_from(["", "sd15-other.safetensors [0123abcd]", "sdxl/juggernaut, v9"]),
 )
 
 
@@ -129,3 +133,25 @@ def test_json_schema_is_json_and_covers_every_field_in_order():
         jsonschema.validate({"denoise": 2}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"unknown": 1}, schema)
+
+
+def test_second_pass_overrides_keep_the_first_pass_when_empty():
+    same = HiresParams()
+    assert same.second_pass_prompt("a cat") == "a cat"
+    assert same.second_pass_negative_prompt("blurry") == "blurry"
+    assert same.second_pass_seed(1234, 3) == 1234
+    assert same.second_pass_cfg_scale(7.0) == 7.0
+    over = HiresParams(prompt="[prompt], sharp focus", negative_prompt="lowres", seed=42, cfg_scale=4.5)
+    assert over.second_pass_prompt("a cat") == "a cat, sharp focus"
+    assert over.second_pass_negative_prompt("blurry") == "lowres"
+    assert over.second_pass_seed(1234, 3) == 45  # image 3 of the job: the override + 3, as the WebUI counts
+    assert over.second_pass_cfg_scale(7.0) == 4.5
+    assert HiresParams(prompt="   ").second_pass_prompt("a cat") == "a cat"
+    assert HiresParams(seed=MAX_SEED).second_pass_seed(0, 1) == 0
+
+
+def test_null_text_overrides_mean_the_same_as_empty():
+    params = HiresParams.from_mapping({"negative_prompt": None, "prompt": None, "checkpoint": None, "sampler": None})
+    assert params == HiresParams()
+    with pytest.raises(ParamsError, match="denoise: None is not allowed"):
+        HiresParams.from_mapping({"denoise": None})

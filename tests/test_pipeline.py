@@ -25,15 +25,17 @@ class RecordingImg2Img:
     model_family: str = "sd15"
     steps_before_stop: int | None = None
     calls: list[tuple[tuple[int, int], Plan]] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)
 
-    def second_pass(self, image, plan, *, progress, should_stop, notify):
-        self.calls.append((image.size, plan))
+    def second_pass(self, images, plan, *, progress, should_stop, notify):
+        self.calls.append((images[0].size, plan))
+        self.batches.append(len(images))
         steps = plan.steps or 1
         for step in range(steps):
             if should_stop():
                 raise Interrupted(f"stopped at step {step}")
             progress(step + 1, steps)
-        return image.resize(plan.target).filter(ImageFilter.SMOOTH)
+        return [image.resize(plan.target).filter(ImageFilter.SMOOTH) for image in images]
 
 
 def lanczos_pipeline(backend=None) -> Pipeline:
@@ -76,9 +78,9 @@ def test_denoise_zero_is_upscale_only():
 
 def test_sharpen_runs_once_on_the_final_image():
     class Spy(RecordingImg2Img):
-        def second_pass(self, image, plan, *, progress, should_stop, notify):
-            self.received = image.copy()
-            return super().second_pass(image, plan, progress=progress, should_stop=should_stop, notify=notify)
+        def second_pass(self, images, plan, *, progress, should_stop, notify):
+            self.received = images[0].copy()
+            return super().second_pass(images, plan, progress=progress, should_stop=should_stop, notify=notify)
 
     backend = Spy()
     plain = lanczos_pipeline(backend).run(noise_image(64, 64), HiresParams(sharpen=False)).image
@@ -152,9 +154,9 @@ def test_upscale_only_keeps_the_alpha(mode, upscaler, rrdb_small):
                          expected="flattened onto the WebUI's background colour, told as 'alpha_flattened'")
 def test_a_second_pass_gets_the_image_flattened_onto_the_background(mode, background, expected):
     class Spy(RecordingImg2Img):
-        def second_pass(self, image, plan, *, progress, should_stop, notify):
-            self.received = image.copy()
-            return super().second_pass(image, plan, progress=progress, should_stop=should_stop, notify=notify)
+        def second_pass(self, images, plan, *, progress, should_stop, notify):
+            self.received = images[0].copy()
+            return super().second_pass(images, plan, progress=progress, should_stop=should_stop, notify=notify)
 
     backend = Spy()
     if background is not None:
@@ -164,3 +166,31 @@ def test_a_second_pass_gets_the_image_flattened_onto_the_background(mode, backgr
     assert result.image.mode == "RGB"
     [notice] = [a for a in result.advice if a["code"] == "alpha_flattened"]
     assert notice["field"] == "image" and (background or "#ffffff") in notice["message"]
+
+
+def test_a_batch_goes_through_one_second_pass_and_each_image_keeps_its_own_pixels():
+    backend = RecordingImg2Img()
+    sources = [noise_image(64, 48, seed=seed) for seed in (1, 2, 3)]
+    results = lanczos_pipeline(backend).run_batch(sources, HiresParams(hires_steps=2, sharpen=True))
+    assert backend.batches == [3]
+    assert [r.image.size for r in results] == [(128, 128)] * 3  # 96 snapped to 128
+    assert [r.stages for r in results] == [[UPSCALE, SECOND_PASS, SHARPEN]] * 3
+    alone = [lanczos_pipeline(RecordingImg2Img()).run(s, HiresParams(hires_steps=2, sharpen=True)).image
+             for s in sources]
+    assert [r.image.tobytes() for r in results] == [a.tobytes() for a in alone]
+
+
+def test_an_interrupt_in_a_batch_leaves_every_image_at_the_stage_all_finished():
+    backend = RecordingImg2Img()
+    calls = iter(range(1000))
+    # the second image's upscale asks whether to stop: the first one is upscaled by then
+    results = lanczos_pipeline(backend).run_batch(
+        [noise_image(64, 64, seed=1), noise_image(64, 64, seed=2)], HiresParams(),
+        should_stop=lambda: next(calls) >= 1)
+    assert all(r.interrupted and r.stages == [] for r in results)
+    assert [r.image.size for r in results] == [(64, 64), (64, 64)]
+
+
+def test_a_batch_of_different_sizes_is_refused():
+    with pytest.raises(ValueError, match="one size"):
+        lanczos_pipeline().run_batch([noise_image(64, 64), noise_image(32, 64)], HiresParams())

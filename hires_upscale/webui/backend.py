@@ -19,14 +19,14 @@ from ..lowvram import TileSettings, needs_tiling, tiled_unet, tiled_vae
 from ..params import HiresParams, upscaler_kind
 from ..plan import Plan
 from ..upscaler import ImageUpscaler, LanczosUpscaler, ModelUpscaler, load_model
-from . import compat
+from . import carried, compat
 
 log = logging.getLogger("hires_upscale")
 
 
 @dataclass
 class Generation:
-    """What the second pass repeats from the first pass of one image."""
+    """What the second pass of one image repeats from its first pass, with the run's overrides applied."""
 
     prompt: str
     negative_prompt: str
@@ -37,30 +37,45 @@ class Generation:
     scheduler: str | None = None
     cfg_scale: float = 7.0
     steps: int = 20
-    #: WebUI settings for the pass: the checkpoint and CLIP skip of an existing image
+    #: WebUI settings for the pass: the checkpoint (the hires one, or an existing image's own) and CLIP skip
     override_settings: dict[str, Any] = field(default_factory=dict)
     outpath_samples: str | None = None
+    #: the first pass's extensions for the second pass (carried.second_pass_runner), with their arguments
+    scripts: Any = None
+    script_args: list[Any] = field(default_factory=list)
+    #: the refiner of the second pass, where the WebUI's "Hires fix: which pass to enable refiner for" says so
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    is_api: bool = False
 
     @classmethod
-    def from_processing(cls, p: Any, index: int) -> Generation:
-        """The prompt (LoRA tags and styles included), seed and settings of image `index` of a job."""
+    def from_processing(cls, p: Any, index: int, params: HiresParams) -> Generation:
+        """Image `index` of a job: its prompt (LoRA tags and styles included), seed and settings,
+        with the hires overrides of `params`."""
+        refiner = getattr(p, "_hires_upscale_refiner", None) or (None, None)
         return cls(
-            prompt=p.all_prompts[index],
-            negative_prompt=p.all_negative_prompts[index],
-            seed=p.all_seeds[index],
+            prompt=params.second_pass_prompt(p.all_prompts[index]),
+            negative_prompt=params.second_pass_negative_prompt(p.all_negative_prompts[index]),
+            seed=params.second_pass_seed(p.all_seeds[index], index),
             subseed=p.all_subseeds[index],
             subseed_strength=p.subseed_strength,
             sampler_name=p.sampler_name,
             scheduler=getattr(p, "scheduler", None),
-            cfg_scale=p.cfg_scale,
+            cfg_scale=params.second_pass_cfg_scale(p.cfg_scale),
             steps=p.steps,
-            override_settings=dict(getattr(p, "override_settings", None) or {}),
+            override_settings={**(getattr(p, "override_settings", None) or {}), **checkpoint_override(params)},
             outpath_samples=p.outpath_samples,
+            scripts=carried.second_pass_runner(p.scripts, str(compat.opt(carried.KEPT_OUT_OPTION,
+                                                                         carried.DEFAULT_KEPT_OUT))),
+            script_args=list(p.script_args or []),
+            refiner_checkpoint=refiner[0],
+            refiner_switch_at=refiner[1],
+            is_api=bool(getattr(p, "is_api", False)),
         )
 
     @classmethod
     def from_info(cls, info: GenerationInfo, params: HiresParams) -> Generation:
-        """From an image's PNG info, with the overrides of the existing-image path."""
+        """From an image's PNG info, with the hires overrides of `params`."""
         if not info.prompt and not info.fields:
             raise ParamsError([FieldError("image", "no PNG info", "an image made by the WebUI (its parameters "
                                           "text is read for prompt and seed)")])
@@ -75,18 +90,31 @@ class Generation:
                 override_settings["sd_model_checkpoint"] = title
         if _number(fields, "Clip skip", int, 0):
             override_settings["CLIP_stop_at_last_layers"] = _number(fields, "Clip skip", int, 1)
+        override_settings.update(checkpoint_override(params))
         return cls(
-            prompt=info.prompt,
-            negative_prompt=info.negative_prompt if params.negative_prompt is None else params.negative_prompt,
-            seed=params.seed if params.seed >= 0 else (info.seed if info.seed is not None else -1),
+            prompt=params.second_pass_prompt(info.prompt),
+            negative_prompt=params.second_pass_negative_prompt(info.negative_prompt),
+            seed=params.second_pass_seed(info.seed if info.seed is not None else -1, 0),
             subseed=_number(fields, "Variation seed", int, -1),
             subseed_strength=_number(fields, "Variation seed strength", float, 0.0),
             sampler_name=fields.get("Sampler"),
             scheduler=fields.get("Schedule type"),
-            cfg_scale=params.cfg_scale or info.cfg_scale or 7.0,
+            cfg_scale=params.second_pass_cfg_scale(info.cfg_scale or 7.0),
             steps=info.steps or 20,
             override_settings=override_settings,
         )
+
+
+def checkpoint_override(params: HiresParams) -> dict[str, str]:
+    """The WebUI setting that loads the hires checkpoint for the pass; none when it is the same."""
+    if not params.checkpoint:
+        return {}
+    title = compat.find_checkpoint(params.checkpoint)
+    if title is None:
+        raise ParamsError([FieldError("checkpoint", params.checkpoint,
+                                      "empty (the same as the first pass) or one of the WebUI's checkpoints: "
+                                      + ", ".join(compat.checkpoint_titles()))])
+    return {"sd_model_checkpoint": title}
 
 
 def _number(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
@@ -98,10 +126,13 @@ def _number(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
 
 
 class WebUIBackend:
-    """The second pass as a WebUI img2img job (same prompt, seed and model; exact hires steps)."""
+    """The second pass as a WebUI img2img job (same prompt, seed and model; exact hires steps).
 
-    def __init__(self, generation: Generation) -> None:
-        self.generation = generation
+    `generations[n]` is what image n of `second_pass` repeats of its first pass.
+    """
+
+    def __init__(self, generations: list[Generation]) -> None:
+        self.generations = generations
         self.model_family = compat.model_family()
 
     @property
@@ -115,72 +146,115 @@ class WebUIBackend:
         return color
 
     def second_pass(
-        self, image: Image.Image, plan: Plan, *, progress: Callable[[int, int], None],
+        self, images: list[Image.Image], plan: Plan, *, progress: Callable[[int, int], None],
         should_stop: Callable[[], bool], notify: Callable[[Advice], None] = lambda advice: None,
-    ) -> Image.Image:
-        global _out_of_memory_from
+    ) -> list[Image.Image]:
         if should_stop():
             raise Interrupted("stopped before the second pass")
+        if len(images) != len(self.generations):
+            raise ValueError(f"{len(images)} images for {len(self.generations)} generations")
+        with compat.first_pass_checkpoint_kept():
+            done = None
+            if len(images) > 1 and self._batch_fits(plan, len(images)):
+                try:
+                    done = self._auto_tiled(images, self.generations, plan, notify)
+                except OutOfMemory:
+                    width, height = plan.target
+                    notify(Advice("batch_after_oom", "warning", "second pass",
+                                  f"The batch's second pass ran out of memory at {len(images)}x {width}x{height}; "
+                                  "its images ran one at a time."))
+            if done is None:
+                done = [self._auto_tiled([image], [generation], plan, notify)[0]
+                        for image, generation in zip(images, self.generations, strict=True)]
+        progress(1, 1)
+        return done
+
+    @staticmethod
+    def _batch_fits(plan: Plan, count: int) -> bool:
+        """The whole batch in one untiled pass, unless tiling is asked for or free memory says no."""
+        if plan.params.tiled == "on":
+            return False
+        width, height = plan.target
+        return not needs_tiling(width, height * count, compat.free_gpu_memory(), dtype_bytes=compat.vae_dtype_bytes())
+
+    def _auto_tiled(self, images: list[Image.Image], generations: list[Generation], plan: Plan,
+                    notify: Callable[[Advice], None]) -> list[Image.Image]:
+        """One img2img over `images`, tiled as `plan.params.tiled` says, again tiled after running
+        out of memory in auto mode."""
+        global _out_of_memory_from
         mode = plan.params.tiled
         width, height = plan.target
-        tiled = mode == "on" or (mode == "auto" and (
+        tiled = mode == "on" or (mode == "auto" and len(images) == 1 and (
             width * height >= _out_of_memory_from
             or needs_tiling(width, height, compat.free_gpu_memory(), dtype_bytes=compat.vae_dtype_bytes())))
         try:
-            processed = self._img2img(image, plan, tiled=tiled, notify=notify)
+            processed = self._img2img(images, generations, plan, tiled=tiled, notify=notify)
         except OutOfMemory:
-            if mode != "auto" or tiled:
+            if mode != "auto" or tiled or len(images) > 1:
                 raise
             _out_of_memory_from = min(_out_of_memory_from, width * height)
             message = (f"The second pass ran out of memory at {width}x{height}; it ran again tiled (tiled VAE and "
                        "UNet), and will start tiled at this size from now on.")
             log.warning("hires upscale: %s", message)
             notify(Advice("tiled_after_oom", "warning", "tiled", message))
-            processed = self._img2img(image, plan, tiled=True, notify=notify)
+            processed = self._img2img(images, generations, plan, tiled=True, notify=notify)
         if compat.should_stop():
-            # A sampler stopped mid-way leaves a half-denoised image: keep the upscaled one instead.
+            # A sampler stopped mid-way leaves half-denoised images: keep the upscaled ones instead.
             raise Interrupted("stopped during the second pass")
-        if not processed.images:
-            raise RuntimeError("the WebUI's img2img returned no image")
-        progress(1, 1)
-        return processed.images[0]
+        refiner = (getattr(processed, "extra_generation_params", None) or {}).get("Refiner")
+        if refiner:
+            setting = compat.opt("hires_fix_refiner_pass")
+            notify(Advice("refiner", "info", "second pass", f"The second pass switched to the refiner {refiner} "
+                          f"(\"Hires fix: which pass to enable refiner for\" is {setting})."))
+        if len(processed.images) < len(images):
+            raise RuntimeError(f"the WebUI's img2img returned {len(processed.images)} of {len(images)} images")
+        # extensions may append their own pictures (ControlNet's detected maps) after ours
+        return processed.images[:len(images)]
 
-    def _img2img(self, image: Image.Image, plan: Plan, *, tiled: bool, notify: Callable[[Advice], None]) -> Any:
+    def _img2img(self, images: list[Image.Image], generations: list[Generation], plan: Plan, *, tiled: bool,
+                 notify: Callable[[Advice], None]) -> Any:
         from modules import processing
 
-        gen, params = self.generation, plan.params
+        first, params = generations[0], plan.params
         width, height = plan.target
         img2img = compat.make_img2img(
-            outpath_samples=gen.outpath_samples,
-            prompt=gen.prompt,
-            negative_prompt=gen.negative_prompt,
+            outpath_samples=first.outpath_samples,
+            prompt=_one_or_each([g.prompt for g in generations]),
+            negative_prompt=_one_or_each([g.negative_prompt for g in generations]),
             styles=[],  # the prompts already carry the styles
-            seed=gen.seed,
-            subseed=gen.subseed,
-            subseed_strength=gen.subseed_strength,
-            sampler_name=params.sampler or gen.sampler_name,
-            scheduler=params.scheduler or gen.scheduler,
-            cfg_scale=gen.cfg_scale,
-            steps=plan.steps or gen.steps,
+            seed=_one_or_each([g.seed for g in generations], distinct=True),
+            subseed=_one_or_each([g.subseed for g in generations], distinct=True),
+            subseed_strength=first.subseed_strength,
+            sampler_name=params.sampler or first.sampler_name,
+            scheduler=params.scheduler or first.scheduler,
+            cfg_scale=first.cfg_scale,
+            steps=plan.steps or first.steps,
             width=width,
             height=height,
-            init_images=[image],
+            init_images=images,
             # 3 = the WebUI's "Just resize (latent upscale)": the image is encoded at its
             # own size and the latent is resized, which is what latent upscalers mean.
             resize_mode=3 if plan.upscaler_kind == "latent" else 0,
             denoising_strength=params.denoise,
-            batch_size=1,
+            batch_size=len(images),
             n_iter=1,
             do_not_save_samples=True,
             do_not_save_grid=True,
+            refiner_checkpoint=first.refiner_checkpoint,
+            refiner_switch_at=first.refiner_switch_at,
             # exactly `steps` steps, not steps x denoise
-            override_settings={**gen.override_settings, "img2img_fix_steps": True},
+            override_settings={**first.override_settings, "img2img_fix_steps": True},
         )
-        img2img.scripts = None  # no extension (ours included) runs inside our pass
-        img2img.script_args = []
-        img2img._hires_upscale_inner = True  # and should one copy our arguments over, we stay out
+        img2img.is_api = first.is_api
+        # Both inner-pass marks: ours keeps this extension out, ADetailer's keeps ADetailer out
+        # should a user take it off the kept-out list.
+        img2img._hires_upscale_inner = True
+        img2img._ad_inner = True
+        img2img.scripts = first.scripts
+        img2img.script_args = first.script_args
         compat.add_job()
         compat.report_progress(f"Hires upscale: second pass, {img2img.steps} steps at {width}x{height}"
+                               + (f", {len(images)} images" if len(images) > 1 else "")
                                + (", tiled" if tiled else ""))
         with ExitStack() as installed:
             if tiled:
@@ -196,6 +270,16 @@ class WebUIBackend:
                 raise OutOfMemory("second pass", (width, height), remedy) from error
             finally:
                 img2img.close()
+
+
+def _one_or_each(values: list[Any], *, distinct: bool = False) -> Any:
+    """A single value where the WebUI's own arithmetic gives every image the same (prompts) or the
+    same progression, else the list: extensions read `p.prompt` and `p.seed` as scalars."""
+    if len(values) == 1:
+        return values[0]
+    if not distinct and all(v == values[0] for v in values):
+        return values[0]
+    return list(values)
 
 
 #: The fewest target pixels whose untiled second pass ran out of memory in this WebUI session:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,30 @@ def tool_button(symbol: str, elem_id: str, tooltip: str) -> Any:
     from modules.ui_components import ToolButton
 
     return ToolButton(value=symbol, elem_id=elem_id, tooltip=tooltip)
+
+
+def composites_per_image(p: Any) -> bool:
+    """Whether the WebUI pastes each result into an original (inpainting): then the upscale waits for
+    the composited image (v1.8+), and each image has its own pass."""
+    return getattr(p, "image_mask", None) is not None or bool(getattr(p, "overlay_images", None))
+
+
+def tensor_to_image(tensor: Any) -> Any:
+    """A decoded image of a batch (C, H, W floats in 0..1, as the WebUI hands them to scripts) as RGB."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = (255.0 * np.moveaxis(tensor.detach().float().cpu().numpy(), 0, 2)).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def image_to_tensor(image: Any) -> Any:
+    """The inverse of `tensor_to_image`, exact: the WebUI's own conversion gives back the same bytes."""
+    import numpy as np
+    import torch
+
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255)
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(pixels, 2, 0)))
 
 
 def image_index(p: Any) -> int:
@@ -246,11 +272,45 @@ def output_folders() -> list[Path]:
 
 
 def find_checkpoint(name: str) -> str | None:
-    """The title of the checkpoint an infotext's "Model" names, if this WebUI has it."""
+    """The title of the checkpoint a name (an infotext's "Model", a title, a file name) means, if
+    this WebUI has it."""
     from modules import sd_models
 
     info = sd_models.get_closet_checkpoint_match(name)
     return info.title if info is not None else None
+
+
+def refresh_checkpoints() -> None:
+    from modules import sd_models
+
+    sd_models.list_models()
+
+
+def checkpoint_titles() -> list[str]:
+    from modules import sd_models
+
+    return sorted(info.title for info in sd_models.checkpoints_list.values())
+
+
+@contextmanager
+def first_pass_checkpoint_kept() -> Iterator[None]:
+    """Whatever the second pass loads (a hires checkpoint, a refiner), the first pass's checkpoint
+    is loaded again afterwards, also after an error or an interrupt: the WebUI restores the
+    setting after an override but leaves the other model loaded until its next batch."""
+    model = shared.sd_model
+    before = getattr(model, "sd_checkpoint_info", None)
+    try:
+        yield
+    finally:
+        from modules import sd_models
+
+        if hasattr(sd_models, "forge_model_reload"):
+            # Forge loads what its loading parameters say, which the restored setting has put back
+            sd_models.forge_model_reload()
+        else:
+            now = getattr(shared.sd_model, "sd_checkpoint_info", None)
+            if before is not None and now is not None and now.filename != before.filename:
+                sd_models.reload_model_weights(info=before)
 
 
 def option_info(default: Any, label: str, component: Any = None, component_args: Any = None) -> Any:

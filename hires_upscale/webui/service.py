@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,13 @@ from ..folders import image_files, plan_jobs, resolve_inside
 from ..images import notices, open_image, save_png, text_chunks
 from ..infotext import parse_parameters, with_fields
 from ..params import SCRIPT_FIELDS, HiresParams
-from ..pipeline import SHARPEN, UPSCALE, NamedResult, Pipeline
+from ..pipeline import SHARPEN, UPSCALE, NamedResult, Pipeline, Result
 from . import compat
 from .backend import (
     Generation,
     WebUIBackend,
     check_upscaler,
+    checkpoint_override,
     default_upscaler,
     engine_settings,
     load_engine_model,
@@ -36,18 +37,35 @@ log = logging.getLogger("hires_upscale")
 
 #: Dropdown label for "use the first pass's sampler/scheduler" (the parameter value is "").
 SAME = "Same as first pass"
+#: The dropdowns that offer SAME for the empty value.
+SAME_WHEN_EMPTY = ("sampler", "scheduler", "checkpoint")
 #: Infotext key that tells why an image was not upscaled (not a parameter: paste ignores it).
 ERROR_KEY = "Hires upscale error"
 #: Infotext key for what the run did on its own, e.g. ran tiled after running out of memory.
 NOTES_KEY = "Hires upscale notes"
+#: Infotext key for where an interrupt stopped our stages.
+INTERRUPTED_KEY = "Hires upscale interrupted"
 #: Marks a processing object as ours (or another extension's inner pass): never hires-upscale it again.
 INNER_MARKERS = ("_hires_upscale_inner", "_ad_inner")
 
 
 def params_from_args(args: Sequence[Any]) -> HiresParams:
-    """Validated parameters from the script's positional arguments (UI or `alwayson_scripts`)."""
-    values = dict(zip(SCRIPT_FIELDS, args, strict=False))
-    for name in ("sampler", "scheduler"):
+    """Validated parameters from the script's arguments (UI or `alwayson_scripts`).
+
+    Either positional, in `SCRIPT_FIELDS` order, or one object of named parameters (any subset;
+    the rest take the API's defaults, so an object means "on" unless it says `enabled: false`).
+    The WebUI pads a short `args` with the UI's defaults, which an object makes meaningless.
+    """
+    if args and isinstance(args[0], Mapping):
+        values = {"enabled": True, "upscaler": default_upscaler(), **args[0]}
+    else:
+        named = [i for i, value in enumerate(args) if isinstance(value, Mapping)]
+        if named:
+            raise ParamsError([FieldError("args", f"an object at position {named[0]}",
+                                          "either one object of named parameters as the only item, or a "
+                                          f"positional list in this order: {', '.join(SCRIPT_FIELDS)}")])
+        values = dict(zip(SCRIPT_FIELDS, args, strict=False))
+    for name in SAME_WHEN_EMPTY:
         if values.get(name) in (SAME, None):
             values[name] = ""
     return HiresParams.from_mapping(values)
@@ -73,6 +91,7 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
     result's info text; the generation itself goes on without the upscale.
     """
     p._hires_upscale = None
+    p._hires_upscale_done = {}
     if any(getattr(p, marker, False) for marker in INNER_MARKERS):
         return
     try:
@@ -80,6 +99,7 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
         if not params.enabled:
             return
         check_upscaler(params.upscaler)
+        checkpoint_override(params)  # a hires checkpoint this WebUI lacks is refused before any work
     except HiresUpscaleError as error:
         message = f"Hires upscale is off for this job: {error}"
         log.error(message)
@@ -88,48 +108,95 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
         return
     p._hires_upscale = params
     p.extra_generation_params.update(params.infotext_fields())
+    # The built-in Hires fix runs the refiner where "Hires fix: which pass to enable refiner for" says
+    # (default: the second pass only); so do we. The WebUI has resolved it for the first pass already.
+    refiner_pass = compat.opt("hires_fix_refiner_pass", "second pass")
+    if getattr(p, "refiner_checkpoint_info", None) is not None and refiner_pass != "first pass":
+        p._hires_upscale_refiner = (p.refiner_checkpoint, p.refiner_switch_at)
+        if refiner_pass == "second pass":
+            p.refiner_checkpoint_info = None
+
+
+def postprocess_batch(p: Any, images: list[Any]) -> None:
+    """The hires upscale of one batch of the job, all its images through one second pass.
+
+    `images` are the batch's decoded images (the WebUI's tensors); each is replaced by its
+    result, so what the WebUI does next (face restoration, other extensions, saving) works on
+    the upscaled picture, as after the built-in Hires fix. Inpainting is left to `postprocess`,
+    which runs after the WebUI has composited each image.
+    """
+    params: HiresParams | None = getattr(p, "_hires_upscale", None)
+    if params is None or compat.composites_per_image(p) or not images:
+        return
+    first = p.iteration * p.batch_size
+    indices = list(range(first, first + len(images)))
+    pictures = [compat.tensor_to_image(image) for image in images]
+    outcome = _run(p, pictures, indices, params)
+    for position, index in enumerate(indices):
+        p._hires_upscale_done[index] = outcome if isinstance(outcome, str) else outcome[position]
+        if not isinstance(outcome, str):
+            images[position] = compat.image_to_tensor(outcome[position].image)
+
+
+def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresParams) -> list[Result] | str:
+    """The pipeline over images of the job (at `indices`), or why it failed: the first pass's images
+    are then kept, and the reason goes into their infotext."""
+    pipeline = Pipeline(upscaler_for(params),
+                        WebUIBackend([Generation.from_processing(p, index, params) for index in indices]))
+    try:
+        if compat.opt("hires_upscale_save_first_pass", False):
+            for image, index in zip(images, indices, strict=True):
+                compat.save_first_pass(p, image, index)
+        if params.upscaler_kind != "latent":
+            for _ in images:
+                compat.add_job()  # the upscale stage of each image; the second pass adds its own
+        return pipeline.run_batch(images, params, first_pass_steps=p.steps, progress=_progress,
+                                  should_stop=compat.should_stop)
+    except Exception as error:
+        # A bug of ours, or of the host inside our pass, must not cost the user the first pass's
+        # images nor hide why they stayed small: the console gets the traceback, the images the reason.
+        ours = isinstance(error, HiresUpscaleError)
+        which = f"image {indices[0] + 1}" if len(indices) == 1 else f"images {indices[0] + 1}-{indices[-1] + 1}"
+        message = f"Hires upscale failed for {which}: {error if ours else f'{type(error).__name__}: {error}'}"
+        (log.error if ours else log.exception)(message)
+        compat.comment(p, message)
+        return message
+    finally:
+        compat.report_progress(None)
 
 
 def postprocess(p: Any, image: Image.Image) -> Image.Image:
-    """The hires upscale of one image of the job; the input back when we are off."""
+    """One image of the job after the WebUI composited it: upscaled here unless its batch was
+    (`postprocess_batch`); either way its infotext is made to tell what happened to it."""
     params: HiresParams | None = getattr(p, "_hires_upscale", None)
     if params is None:
         return image
     index = compat.image_index(p)
-    pipeline = Pipeline(upscaler_for(params), WebUIBackend(Generation.from_processing(p, index)))
-    try:
-        if compat.opt("hires_upscale_save_first_pass", False):
-            compat.save_first_pass(p, image, index)
-        if params.upscaler_kind != "latent":
-            compat.add_job()  # the upscale stage; the second pass adds its own
-        result = pipeline.run(image, params, first_pass_steps=p.steps, progress=_progress,
-                              should_stop=compat.should_stop)
-    except Exception as error:
-        # A bug of ours, or of the host inside our pass, must not cost the user the first pass's
-        # image nor hide why it stayed small: the console gets the traceback, the image the reason.
-        ours = isinstance(error, HiresUpscaleError)
-        message = f"Hires upscale failed for image {index + 1}: {error if ours else f'{type(error).__name__}: {error}'}"
-        (log.error if ours else log.exception)(message)
-        compat.comment(p, message)
-        p.extra_generation_params[ERROR_KEY] = message  # this image's infotext says why it is small
-        return image
-    finally:
-        compat.report_progress(None)
-    p.extra_generation_params.pop(ERROR_KEY, None)
-    # The infotext of this image is written right after this hook: make it tell this image's story.
-    p.extra_generation_params.update(result.infotext_fields)
-    for notice in result.notices:  # e.g. ran tiled after running out of memory: shown under the result
+    done = p._hires_upscale_done.pop(index, None)
+    if done is None:
+        outcome = _run(p, [image], [index], params)
+        done = outcome if isinstance(outcome, str) else outcome[0]
+        if not isinstance(done, str):
+            image = done.image
+    _write_infotext(p, index, done)
+    return image
+
+
+def _write_infotext(p: Any, index: int, done: Result | str) -> None:
+    """The infotext of this image is written right after our hook: make it tell this image's story."""
+    extra = p.extra_generation_params
+    for key in (ERROR_KEY, NOTES_KEY, INTERRUPTED_KEY):
+        extra.pop(key, None)
+    if isinstance(done, str):
+        extra[ERROR_KEY] = done  # this image's infotext says why it is small
+        return
+    extra.update(done.infotext_fields)
+    for notice in done.notices:  # e.g. ran tiled after running out of memory: shown under the result
         compat.comment(p, f"Hires upscale, image {index + 1}: {notice.message}")
-    if result.notices:  # and in the image's infotext, which API callers get
-        p.extra_generation_params[NOTES_KEY] = " ".join(notice.message for notice in result.notices)
-    else:
-        p.extra_generation_params.pop(NOTES_KEY, None)
-    if result.interrupted:
-        p.extra_generation_params["Hires upscale interrupted"] = "after " + (result.stages[-1] if result.stages
-                                                                              else "the first pass")
-    else:
-        p.extra_generation_params.pop("Hires upscale interrupted", None)
-    return result.image
+    if done.notices:  # and in the image's infotext, which API callers get
+        extra[NOTES_KEY] = " ".join(notice.message for notice in done.notices)
+    if done.interrupted:
+        extra[INTERRUPTED_KEY] = "after " + (done.stages[-1] if done.stages else "the first pass")
 
 
 # -- images that already exist ---------------------------------------------------
@@ -159,7 +226,7 @@ def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image
     check_upscaler(params.upscaler)
     original = text_chunks(image).get("parameters", "")
     info = parse_parameters(original)
-    pipeline = Pipeline(upscaler_for(params), WebUIBackend(generation or generation_of(image, params)))
+    pipeline = Pipeline(upscaler_for(params), WebUIBackend([generation or generation_of(image, params)]))
     if params.upscaler_kind != "latent":
         compat.add_job()  # the upscale stage; the second pass adds its own
     try:
@@ -248,7 +315,7 @@ class WebUIApiHost:
         from .. import __version__
         from ..advice import MAX_STEPS_RATIO, rules_as_data
         from ..images import MAX_INPUT_PIXELS
-        from ..params import json_schema, upscaler_kind
+        from ..params import hover_hints, json_schema, upscaler_kind
         from ..resolution import DEFAULT_MAX_PIXELS, FAMILIES, PRESETS
         from ..upscaler import activation_bytes_per_pixel
         from .api import MAX_IMAGES
@@ -271,6 +338,7 @@ class WebUIApiHost:
                        "max_images_per_request": MAX_IMAGES},
             "schema": json_schema(),
             "advice_rules": rules_as_data(),
+            "hints": hover_hints(),
             # for the page's memory estimate of a tile of a 4x model, in this WebUI's precision
             "tile_bytes_per_pixel": activation_bytes_per_pixel(
                 4, 4 if engine_settings(HiresParams())["precision"] == "fp32" else 2),

@@ -7,6 +7,7 @@ the order of the script's arguments (and of `alwayson_scripts` "args").
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,14 @@ import gradio as gr
 from ..advice import Advice
 from ..errors import HiresUpscaleError, ImageLoadError, ParamsError
 from ..images import open_image
-from ..params import FIT_MODES, RESIZE_MODES, SCRIPT_FIELDS, TILED_MODES, HiresParams
+from ..params import SCRIPT_FIELDS, HiresParams
 from ..plan import make_plan
 from ..resolution import PRESETS
-from . import compat
+from . import carried, compat
 from .backend import default_upscaler, upscaler_choices
 from .service import (
     SAME,
+    SAME_WHEN_EMPTY,
     Skipped,
     base_params,
     save_dropped,
@@ -31,16 +33,38 @@ from .service import (
 )
 
 PRESET_NAMES = list(dict.fromkeys(p.name for presets in PRESETS.values() for p in presets))
-HINTS = {
-    "upscaler": "ESRGAN-family models (4x-UltraSharp, Remacri, anime models) add detail; Latent modes need "
-                "denoise 0.5 or more.",
-    "denoise": "How much the second pass may change: 0.2-0.45 with ESRGAN-family upscalers, 0.5-0.7 with Latent. "
-               "Higher invents detail and duplicates subjects.",
-    "hires_steps": "Sampling steps of the second pass; 0 = the same as the first pass. 10-20 is plenty.",
-    "tiled": "Low-VRAM mode for the second pass (tiled VAE and UNet). auto: only when it would not fit in free "
-             "GPU memory, or after running out of it; on: always (4-8 GB cards, very large targets); off: never.",
-    "sharpen": "One gentle unsharp mask on the final image only.",
-}
+_FIELDS = {spec.name: spec for spec in dataclasses.fields(HiresParams)}
+#: Controls whose hint is shown under them; every control also has it as its hover hint (the page's
+#: `titles` table, filled from GET options' `hints`).
+SHOWN_HINTS = {"upscaler", "denoise", "hires_steps", "tiled", "sharpen"}
+#: Text fields that take a line or more of prompt.
+PROMPT_FIELDS = {"prompt", "negative_prompt"}
+
+
+def control(name: str, elem_id: str, *, choices: list[str] | None = None, value: Any = None, **extra: Any) -> Any:
+    """The Gradio control of a parameter, from its metadata in `HiresParams`: label, range, step,
+    choices, default and hint exist once, there. `choices` makes a text field a dropdown (names
+    the WebUI knows: upscalers, samplers, checkpoints); `value` replaces the default shown."""
+    spec = _FIELDS[name]
+    meta = spec.metadata
+    shown = spec.default if value is None else value
+    common = {"label": meta["label"], "elem_id": elem_id, **extra}
+    if name in SHOWN_HINTS:
+        common.setdefault("info", meta["help"])
+    if isinstance(spec.default, bool):
+        return gr.Checkbox(shown, **common)
+    if meta["choices"]:
+        return gr.Radio(list(meta["choices"]), value=shown, **common)
+    if choices is not None:
+        return gr.Dropdown(choices, value=shown, **common)
+    if isinstance(spec.default, (int, float)):
+        if (meta["maximum"] - meta["minimum"]) / meta["step"] > 100_000:  # a seed: typed, not slid
+            return gr.Number(shown, minimum=meta["minimum"], maximum=meta["maximum"], precision=0, **common)
+        return gr.Slider(meta["minimum"], meta["maximum"], step=meta["step"], value=shown, **common)
+    if name in PROMPT_FIELDS:
+        common.setdefault("lines", 2)
+        common.setdefault("placeholder", "empty = the first pass's; [prompt] stands for it")
+    return gr.Textbox(value=shown, **common)
 
 
 def advice_html(advice: list[Advice] | tuple[Advice, ...], error: str | None = None) -> str:
@@ -83,54 +107,50 @@ class AccordionUI:
         return f"hires_upscale_{self.tab}_{name}"
 
     def build(self) -> list[Any]:
-        defaults = HiresParams()
         c = self.components
+
+        def add(name: str, **extra: Any) -> Any:
+            c[name] = control(name, self._id(name), **extra)
+            return c[name]
+
         with compat.input_accordion(False, "Hires upscale", self._id("enabled")) as enabled:
             c["enabled"] = enabled
             with gr.Row():
-                c["upscaler"] = gr.Dropdown(upscaler_choices(), value=default_upscaler(), label="Upscaler",
-                                            elem_id=self._id("upscaler"), info=HINTS["upscaler"])
-                refresh = compat.tool_button("\U0001f504", self._id("refresh"), "Refresh the list of upscalers")
+                add("upscaler", choices=upscaler_choices(), value=default_upscaler())
+                refresh = compat.tool_button("\U0001f504", self._id("refresh"),
+                                             "Refresh the lists of upscalers and checkpoints")
             with gr.Row():
-                c["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=defaults.resize_mode, label="Resize by",
-                                            elem_id=self._id("resize_mode"))
-                c["scale"] = gr.Slider(1.0, 8.0, step=0.05, value=defaults.scale, label="Scale",
-                                       elem_id=self._id("scale"))
+                add("resize_mode")
+                add("scale")
             with gr.Row():
-                c["width"] = gr.Slider(0, 8192, step=64, value=0, label="Width (0 = from aspect)",
-                                       elem_id=self._id("width"), visible=False)
-                c["height"] = gr.Slider(0, 8192, step=64, value=0, label="Height (0 = from aspect)",
-                                        elem_id=self._id("height"), visible=False)
+                add("width", visible=False)
+                add("height", visible=False)
             with gr.Row():
-                c["preset"] = gr.Dropdown(PRESET_NAMES, value="2x", label="Preset", elem_id=self._id("preset"),
-                                          visible=False)
-                c["fit"] = gr.Radio(list(FIT_MODES), value=defaults.fit, label="When the aspect differs",
-                                    elem_id=self._id("fit"))
+                add("preset", choices=PRESET_NAMES, value="2x", visible=False)
+                add("fit")
             with gr.Row():
-                c["denoise"] = gr.Slider(0.0, 1.0, step=0.01, value=defaults.denoise, label="Denoising strength",
-                                         elem_id=self._id("denoise"), info=HINTS["denoise"])
-                c["hires_steps"] = gr.Slider(0, 150, step=1, value=defaults.hires_steps, label="Hires steps",
-                                             elem_id=self._id("hires_steps"), info=HINTS["hires_steps"])
+                add("denoise")
+                add("hires_steps")
             with gr.Row():
-                c["sampler"] = gr.Dropdown([SAME, *compat.sampler_names()], value=SAME, label="Hires sampler",
-                                           elem_id=self._id("sampler"))
+                add("sampler", choices=[SAME, *compat.sampler_names()], value=SAME)
                 schedulers = compat.scheduler_names()
-                c["scheduler"] = gr.Dropdown([SAME, *schedulers], value=SAME, label="Hires schedule type",
-                                             elem_id=self._id("scheduler"), visible=bool(schedulers))
+                add("scheduler", choices=[SAME, *schedulers], value=SAME, visible=bool(schedulers))
             with gr.Row():
-                c["tiled"] = gr.Radio(list(TILED_MODES), value=defaults.tiled, label="Tiled (low VRAM)",
-                                      elem_id=self._id("tiled"), info=HINTS["tiled"])
-                c["tile_size"] = gr.Slider(0, 2048, step=32, value=defaults.tile_size, visible=False,
-                                           label="Tile size (0 = from free memory)", elem_id=self._id("tile_size"))
+                add("tiled")
+                add("tile_size", visible=False)
             with gr.Row():
-                c["sharpen"] = gr.Checkbox(defaults.sharpen, label="Sharpen", elem_id=self._id("sharpen"),
-                                           info=HINTS["sharpen"])
-                c["sharpen_strength"] = gr.Slider(0.0, 1.0, step=0.05, value=defaults.sharpen_strength,
-                                                  label="Sharpen strength", elem_id=self._id("sharpen_strength"),
-                                                  visible=False)
+                add("sharpen")
+                add("sharpen_strength", visible=False)
+            with gr.Accordion("Second pass overrides", open=False, elem_id=self._id("overrides")):
+                with gr.Row():
+                    add("checkpoint", choices=[SAME, *compat.checkpoint_titles()], value=SAME)
+                    add("cfg_scale")
+                    add("seed")
+                add("prompt")
+                add("negative_prompt")
             gr.HTML(_preview(HiresParams(upscaler=c["upscaler"].value)), elem_id=self._id("advice"))
 
-        refresh.click(fn=self._refresh, inputs=[], outputs=[c["upscaler"]])
+        refresh.click(fn=self._refresh, inputs=[], outputs=[c["upscaler"], c["checkpoint"]])
         # Controls that do not apply stay hidden (also after a paste, which fires .change).
         c["resize_mode"].change(fn=_resize_controls, inputs=[c["resize_mode"]],
                                 outputs=[c["scale"], c["width"], c["height"], c["preset"]], show_progress=False)
@@ -141,9 +161,10 @@ class AccordionUI:
         return [c[name] for name in SCRIPT_FIELDS]
 
     @staticmethod
-    def _refresh() -> Any:
+    def _refresh() -> tuple[Any, Any]:
         compat.refresh_upscalers()
-        return gr.update(choices=upscaler_choices())
+        compat.refresh_checkpoints()
+        return gr.update(choices=upscaler_choices()), gr.update(choices=[SAME, *compat.checkpoint_titles()])
 
     def infotext_fields(self) -> list[tuple[Any, Any]]:
         """Paste bindings: every control follows a pasted infotext; ours absent = accordion closed.
@@ -160,7 +181,7 @@ class AccordionUI:
                 if params is None:
                     return False if name == "enabled" else None
                 value = getattr(params, name)
-                if name in ("sampler", "scheduler") and not value:
+                if name in SAME_WHEN_EMPTY and not value:
                     return SAME
                 return value
 
@@ -171,15 +192,15 @@ class AccordionUI:
 
 # -- the tab ----------------------------------------------------------------------
 
-def _tab_params(upscaler, scale, denoise, hires_steps, sharpen_strength, negative, seed, cfg) -> HiresParams:
-    overrides: dict[str, Any] = {
-        "upscaler": upscaler, "scale": scale, "denoise": denoise, "hires_steps": hires_steps,
-        "sharpen": sharpen_strength > 0, "seed": int(seed), "cfg_scale": cfg,
-    }
-    if sharpen_strength > 0:
-        overrides["sharpen_strength"] = sharpen_strength
-    if negative.strip():
-        overrides["negative_prompt"] = negative
+#: The tab's parameter controls, in the order `_run_tab` receives them.
+TAB_FIELDS = ("upscaler", "scale", "denoise", "hires_steps", "sharpen", "sharpen_strength",
+              "checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed")
+
+
+def _tab_params(values: tuple[Any, ...]) -> HiresParams:
+    overrides = dict(zip(TAB_FIELDS, values, strict=True))
+    if overrides["checkpoint"] in (SAME, None):
+        overrides["checkpoint"] = ""
     return base_params(overrides)
 
 
@@ -190,9 +211,8 @@ def _report_rows(rows: list[tuple[str, str, str, str]]) -> str:
             f"<th>notes</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def _run_tab(files, folder, output_folder, upscaler, scale, denoise, hires_steps, sharpen_strength,
-             negative, seed, cfg):
-    params = _tab_params(upscaler, scale, denoise, hires_steps, sharpen_strength, negative, seed, cfg)
+def _run_tab(files, folder, output_folder, *values):
+    params = _tab_params(values)
     gallery: list[Any] = []
     rows: list[tuple[str, str, str, str]] = []
 
@@ -229,7 +249,6 @@ def _run_tab(files, folder, output_folder, upscaler, scale, denoise, hires_steps
 
 def build_tab() -> list[tuple[Any, str, str]]:
     """The "Hires upscale" tab for images that already exist."""
-    defaults = HiresParams()
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row(equal_height=False):
             with gr.Column():
@@ -239,31 +258,35 @@ def build_tab() -> list[tuple[Any, str, str]]:
                                     elem_id="hires_upscale_tab_folder")
                 output_folder = gr.Textbox(label="Output folder for folder mode (empty: outputs/hires-upscale)",
                                            elem_id="hires_upscale_tab_output_folder")
+                c: dict[str, Any] = {}
+
+                def add(name: str, **extra: Any) -> None:
+                    c[name] = control(name, f"hires_upscale_tab_{name}", **extra)
+
                 with gr.Row():
-                    upscaler = gr.Dropdown(upscaler_choices(), value=default_upscaler(), label="Upscaler",
-                                           elem_id="hires_upscale_tab_upscaler", info=HINTS["upscaler"])
-                    scale = gr.Slider(1.0, 4.0, step=0.05, value=defaults.scale, label="Scale",
-                                      elem_id="hires_upscale_tab_scale")
+                    add("upscaler", choices=upscaler_choices(), value=default_upscaler())
+                    add("scale")
                 with gr.Row():
-                    denoise = gr.Slider(0.0, 1.0, step=0.01, value=defaults.denoise, label="Denoising strength",
-                                        elem_id="hires_upscale_tab_denoise", info=HINTS["denoise"])
-                    hires_steps = gr.Slider(0, 150, step=1, value=0, label="Hires steps",
-                                            elem_id="hires_upscale_tab_hires_steps", info=HINTS["hires_steps"])
+                    add("denoise")
+                    add("hires_steps")
                 with gr.Row():
-                    sharpen = gr.Slider(0.0, 1.0, step=0.05, value=0.0, label="Sharpen (0 = off)",
-                                        elem_id="hires_upscale_tab_sharpen")
-                    seed = gr.Number(-1, label="Seed (-1 = the image's own)", precision=0,
-                                     elem_id="hires_upscale_tab_seed")
-                    cfg = gr.Number(0, label="CFG scale (0 = the image's own)", elem_id="hires_upscale_tab_cfg")
-                negative = gr.Textbox(label="Negative prompt (empty = the image's own)", lines=2,
-                                      elem_id="hires_upscale_tab_negative")
+                    add("sharpen")
+                    add("sharpen_strength")
+                with gr.Accordion("Second pass overrides (empty, 0 or -1: as the image's PNG info says)",
+                                  open=False, elem_id="hires_upscale_tab_overrides"):
+                    with gr.Row():
+                        add("checkpoint", choices=[SAME, *compat.checkpoint_titles()], value=SAME)
+                        add("cfg_scale")
+                        add("seed")
+                    add("prompt")
+                    add("negative_prompt")
                 run = gr.Button("Upscale", variant="primary", elem_id="hires_upscale_tab_run")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", elem_id="hires_upscale_tab_gallery", columns=2)
                 report = gr.HTML(elem_id="hires_upscale_tab_report")
         run.click(
             fn=compat.gpu_call(_run_tab, extra_outputs=[[]]),
-            inputs=[files, folder, output_folder, upscaler, scale, denoise, hires_steps, sharpen, negative, seed, cfg],
+            inputs=[files, folder, output_folder, *(c[name] for name in TAB_FIELDS)],
             outputs=[gallery, report],
         )
     return [(tab, "Hires upscale", "hires_upscale_tab")]
@@ -288,6 +311,10 @@ def add_settings() -> None:
         "hires_upscale_serve_webui": compat.option_info(
             False, "Serve the WebUI's own ESRGAN-family upscalers (Extras, built-in Hires fix, other extensions) "
             "with this extension's faster engine; falls back to the WebUI's code on any error"),
+        carried.KEPT_OUT_OPTION: compat.option_info(
+            carried.DEFAULT_KEPT_OUT, "Extensions kept out of the second pass (script titles or extension folder "
+            "names, comma-separated; the others run in it with the first pass's arguments, as in the built-in "
+            "Hires fix)"),
         "hires_upscale_save_first_pass": compat.option_info(
             False, "Also save each image before its hires upscale (suffix -before-hires-upscale)"),
     }

@@ -37,8 +37,14 @@ CPU_FLAGS = ["--skip-torch-cuda-test", "--use-cpu", "all", "--no-half", "--preci
 ESRGAN_NAME = "4x-TestRRDB"
 #: A model saved by plain torch.save, whose newer archive entries the WebUI's safe unpickler refuses.
 REJECTED_NAME = "4x-Rejected"
-CHECKPOINT_RECIPE = "r2"
+CHECKPOINT_RECIPE = "r3"
+#: A second checkpoint (the first one's weights, the UNet's output layer changed) for "Hires checkpoint".
+SECOND_CHECKPOINT = "second-sd15"
+#: Test-only extensions linked in beside ours.
+TEST_EXTENSIONS = ("faults_extension", "recorder_extension")
 START_TIMEOUT = 600
+#: What A1111 (v1.6-v1.10) and Forge print once start-up, API included, is done.
+STARTED_LINE = "Startup time:"
 
 
 def webui_root() -> tuple[Path | None, str]:
@@ -76,12 +82,29 @@ def free_port() -> int:
 def checkpoint(root: Path, env: dict[str, str]) -> Path:
     """A random-weight SD1.5 checkpoint, made once per WebUI version and kept in ~/.cache."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd-webui-hires-upscale-tests"
-    # The name changes with the recipe in make_checkpoint.py, so an old file is never reused.
-    path = cache / webui_version(root) / f"random-sd15-{CHECKPOINT_RECIPE}.safetensors"
+    # The folder changes with the recipe in make_checkpoint.py, so an old file is never reused, nor
+    # listed beside the new ones (it is the WebUI's --ckpt-dir).
+    path = cache / webui_version(root) / CHECKPOINT_RECIPE / "random-sd15.safetensors"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([str(root / "venv" / "bin" / "python"), str(Path(__file__).with_name("make_checkpoint.py")),
                         str(path)], cwd=root, env=env, check=True, timeout=900)
+    return path
+
+
+def second_checkpoint(first: Path) -> Path:
+    """Beside `first` (so the WebUI lists both), the same weights with the UNet's last layer scaled:
+    other pictures from the same seed, made in seconds instead of building another model."""
+    path = first.with_name(f"{SECOND_CHECKPOINT}.safetensors")
+    if not path.exists():
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(str(first))
+        for key in [k for k in state if k.startswith("model.diffusion_model.out.")]:
+            state[key] = (state[key].float() * 0.5).to(state[key].dtype)
+        partial = path.with_suffix(".partial")
+        save_file(state, str(partial))
+        os.replace(partial, path)
     return path
 
 
@@ -122,6 +145,8 @@ class WebUI:
         self.log_path = workdir / "webui.log"
         #: faults the test extension injects (tests/webui/faults_extension), written by `inject`
         self.faults_path = workdir / "faults.json"
+        #: what the recorder extension saw (tests/webui/recorder_extension), read by `recorded`
+        self.record_path = workdir / "record.jsonl"
         self.process: subprocess.Popen | None = None
 
     def env(self) -> dict[str, str]:
@@ -130,14 +155,17 @@ class WebUI:
         if source is not None and not hf_home.exists():
             shutil.copytree(source, hf_home)  # the WebUI writes into HF_HOME; shared/ is read-only
         return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "PYTHONUNBUFFERED": "1", "HIRES_UPSCALE_TEST_FAULTS": str(self.faults_path)}
+                "PYTHONUNBUFFERED": "1", "HIRES_UPSCALE_TEST_FAULTS": str(self.faults_path),
+                "HIRES_UPSCALE_TEST_RECORD": str(self.record_path)}
 
     def start(self) -> None:
         env = self.env()
         ckpt = checkpoint(self.root, env)
+        second_checkpoint(ckpt)
         (self.data_dir / "extensions").mkdir(parents=True, exist_ok=True)
-        for name, target in (("sd-webui-hires-upscale", REPO),
-                             ("hires-upscale-test-faults", REPO / "tests" / "webui" / "faults_extension")):
+        links = {"sd-webui-hires-upscale": REPO,
+                 **{f"hires-upscale-test-{name}": REPO / "tests" / "webui" / name for name in TEST_EXTENSIONS}}
+        for name, target in links.items():
             link = self.data_dir / "extensions" / name
             if not link.exists():
                 link.symlink_to(target, target_is_directory=True)
@@ -160,11 +188,14 @@ class WebUI:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the WebUI exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if self.get("/hires-upscale/v1/options").status == 200:
-                    return
-            except OSError:
-                pass
+            # No request before the WebUI says it is up: one that reaches the app while it still adds
+            # its API middleware makes it fail ("Cannot add middleware after an application has started").
+            if STARTED_LINE in self.log_path.read_text(errors="replace"):
+                try:
+                    if self.get("/hires-upscale/v1/options").status == 200:
+                        return
+                except OSError:
+                    pass
             time.sleep(1)
         raise RuntimeError(f"the WebUI did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
 
@@ -183,6 +214,15 @@ class WebUI:
 
     def faults_left(self) -> list[dict]:
         return [f for f in json.loads(self.faults_path.read_text()) if f.get("times", 1) > 0]
+
+    def recorded(self) -> list[dict]:
+        """What the recorder extension saw since the last call (which empties its record)."""
+        try:
+            lines = self.record_path.read_text().splitlines()
+        except OSError:
+            return []
+        self.record_path.write_text("")
+        return [json.loads(line) for line in lines if line]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -16,6 +16,10 @@ import sys
 
 import torch
 
+#: std of the UNet's zero-initialised output layers, and the VAE posterior's log-variance (see main)
+UNET_OUTPUT_STD = 0.02
+VAE_LOGVAR = -20.0
+
 
 def main(out: str) -> None:
     sys.path.insert(0, os.path.join(os.getcwd(), "repositories", "stable-diffusion-stability-ai"))
@@ -39,6 +43,19 @@ def main(out: str) -> None:
     final_norm = model.cond_stage_model.transformer.text_model.final_layer_norm
     with torch.no_grad():
         final_norm.bias.normal_(0.1, 0.02)
+        # ldm zero-initialises the UNet's output layers (each ResBlock's last conv, each transformer's
+        # proj_out, the final conv): its noise prediction is then 0 whatever the prompt, the CFG or
+        # the checkpoint. Small random weights there make the prompt and the CFG matter.
+        for parameter in model.model.diffusion_model.parameters():
+            if parameter.dim() > 1 and not parameter.any():
+                parameter.normal_(0.0, UNET_OUTPUT_STD)
+        # A trained VAE's posterior is nearly a point (log-variance around -20); a random one's has a
+        # standard deviation near 1, and the WebUI samples it with the global RNG, so an image's latent
+        # would depend on what else was in its batch. Make it as narrow as a trained one's.
+        logvar = model.first_stage_model.quant_conv
+        channels = logvar.out_channels // 2
+        logvar.weight[channels:].zero_()
+        logvar.bias[channels:].fill_(VAE_LOGVAR)
     state = {k: (v.half() if v.is_floating_point() else v).detach().clone().contiguous()
              for k, v in model.state_dict().items()}
     partial = out + ".partial"

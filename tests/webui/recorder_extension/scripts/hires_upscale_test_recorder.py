@@ -1,0 +1,71 @@
+"""Test-only WebUI extension: records which of its script hooks ran, on which job, with which arguments.
+
+The harness links it into the test WebUI beside ours and names a JSON-lines file in
+HIRES_UPSCALE_TEST_RECORD. Its one argument is a text tag. Every hook call appends
+{"hook", "kind": "txt2img" | "img2img", "size": [w, h], "args": [...], "inner": bool}
+(inner: the processing is our second pass); every checkpoint load appends
+{"hook": "model_loaded", "checkpoint": title}.
+
+A tag "cfg=X" sets the CFG scale of the img2img jobs it runs in to X (only there, so the
+first pass stays as it was): a test sees whether the second pass ran with this extension
+and its arguments in its output, not only in this record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import gradio as gr
+from modules import script_callbacks, scripts
+
+RECORD = os.environ.get("HIRES_UPSCALE_TEST_RECORD", "")
+#: hooks whose first argument after `p` is an object of the WebUI's, not one of ours
+WITH_OBJECT = {"postprocess", "postprocess_image", "postprocess_batch_list", "postprocess_image_after_composite",
+               "postprocess_maskoverlay"}
+HOOKS = ("setup", "before_process", "process", "before_process_batch", "process_batch",
+         "process_before_every_sampling", "postprocess_batch", "postprocess_batch_list", "postprocess_image",
+         "postprocess_maskoverlay", "postprocess_image_after_composite", "postprocess")
+
+
+def _append(entry: dict) -> None:
+    if RECORD:
+        with open(RECORD, "a", encoding="utf-8") as record:
+            record.write(json.dumps(entry) + "\n")
+
+
+def _hook(name: str):
+    def method(self, p, *args, **kwargs):
+        ours = list(args[1:] if name in WITH_OBJECT else args)
+        is_img2img = hasattr(p, "init_images")
+        _append({"hook": name, "kind": "img2img" if is_img2img else "txt2img", "size": [p.width, p.height],
+                 "args": ours, "inner": bool(getattr(p, "_hires_upscale_inner", False))})
+        tag = str(ours[0]) if ours else ""
+        if name == "process" and is_img2img and tag.startswith("cfg="):
+            p.cfg_scale = float(tag[4:])
+
+    method.__name__ = name
+    return method
+
+
+class HiresUpscaleTestRecorder(scripts.Script):
+    def title(self):
+        return "Hires upscale test recorder"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        return [gr.Textbox("", label="Recorder tag", elem_id=f"hires_upscale_test_recorder_{is_img2img}")]
+
+
+for _name in HOOKS:
+    setattr(HiresUpscaleTestRecorder, _name, _hook(_name))
+
+
+def _model_loaded(model) -> None:
+    info = getattr(model, "sd_checkpoint_info", None)
+    _append({"hook": "model_loaded", "checkpoint": getattr(info, "title", None)})
+
+
+script_callbacks.on_model_loaded(_model_loaded)
