@@ -32,6 +32,9 @@ class HiresUpscaleScript(scripts.Script):
     def postprocess_image_after_composite(self, p, pp, *args) -> None:
         pp.image = service.postprocess(p, pp.image)
 
+    def postprocess(self, p, processed, *args) -> None:
+        service.finish(p)
+
 
 def _register_routes(demo, app) -> None:
     # Like the WebUI's own API: the POST route only with --api (or --nowebui), behind --api-auth.

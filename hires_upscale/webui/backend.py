@@ -128,7 +128,9 @@ def _number(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
 class WebUIBackend:
     """The second pass as a WebUI img2img job (same prompt, seed and model; exact hires steps).
 
-    `generations[n]` is what image n of `second_pass` repeats of its first pass.
+    `generations[n]` is what image n of `second_pass` repeats of its first pass. A hires checkpoint
+    stays loaded after the pass: the caller loads the first pass's back once its images are done
+    (`compat.first_pass_checkpoint_kept`), so a run of images loads it once, not once per image.
     """
 
     def __init__(self, generations: list[Generation]) -> None:
@@ -153,19 +155,18 @@ class WebUIBackend:
             raise Interrupted("stopped before the second pass")
         if len(images) != len(self.generations):
             raise ValueError(f"{len(images)} images for {len(self.generations)} generations")
-        with compat.first_pass_checkpoint_kept():
-            done = None
-            if len(images) > 1 and self._batch_fits(plan, len(images)):
-                try:
-                    done = self._auto_tiled(images, self.generations, plan, notify)
-                except OutOfMemory:
-                    width, height = plan.target
-                    notify(Advice("batch_after_oom", "warning", "second pass",
-                                  f"The batch's second pass ran out of memory at {len(images)}x {width}x{height}; "
-                                  "its images ran one at a time."))
-            if done is None:
-                done = [self._auto_tiled([image], [generation], plan, notify)[0]
-                        for image, generation in zip(images, self.generations, strict=True)]
+        done = None
+        if len(images) > 1 and self._batch_fits(plan, len(images)):
+            try:
+                done = self._auto_tiled(images, self.generations, plan, notify)
+            except OutOfMemory:
+                width, height = plan.target
+                notify(Advice("batch_after_oom", "warning", "second pass",
+                              f"The batch's second pass ran out of memory at {len(images)}x {width}x{height}; "
+                              "its images ran one at a time."))
+        if done is None:
+            done = [self._auto_tiled([image], [generation], plan, notify)[0]
+                    for image, generation in zip(images, self.generations, strict=True)]
         progress(1, 1)
         return done
 

@@ -292,25 +292,34 @@ def checkpoint_titles() -> list[str]:
     return sorted(info.title for info in sd_models.checkpoints_list.values())
 
 
+def loaded_checkpoint() -> Any:
+    """The checkpoint (its info) the WebUI has loaded now."""
+    return getattr(shared.sd_model, "sd_checkpoint_info", None)
+
+
+def load_checkpoint_back(before: Any) -> None:
+    """Load `before` (a `loaded_checkpoint()`) again if something else is loaded now: the WebUI
+    restores the setting after an override but leaves the other model loaded until its next batch
+    (A1111), or until its next job (Forge, which loads what its restored setting says)."""
+    from modules import sd_models
+
+    if hasattr(sd_models, "forge_model_reload"):
+        sd_models.forge_model_reload()
+        return
+    now = loaded_checkpoint()
+    if before is not None and now is not None and now.filename != before.filename:
+        sd_models.reload_model_weights(info=before)
+
+
 @contextmanager
 def first_pass_checkpoint_kept() -> Iterator[None]:
-    """Whatever the second pass loads (a hires checkpoint, a refiner), the first pass's checkpoint
-    is loaded again afterwards, also after an error or an interrupt: the WebUI restores the
-    setting after an override but leaves the other model loaded until its next batch."""
-    model = shared.sd_model
-    before = getattr(model, "sd_checkpoint_info", None)
+    """Whatever the passes inside load (a hires checkpoint, a refiner, an image's own), the
+    checkpoint loaded before is loaded again afterwards, also after an error or an interrupt."""
+    before = loaded_checkpoint()
     try:
         yield
     finally:
-        from modules import sd_models
-
-        if hasattr(sd_models, "forge_model_reload"):
-            # Forge loads what its loading parameters say, which the restored setting has put back
-            sd_models.forge_model_reload()
-        else:
-            now = getattr(shared.sd_model, "sd_checkpoint_info", None)
-            if before is not None and now is not None and now.filename != before.filename:
-                sd_models.reload_model_weights(info=before)
+        load_checkpoint_back(before)
 
 
 def option_info(default: Any, label: str, component: Any = None, component_args: Any = None) -> Any:

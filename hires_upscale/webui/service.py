@@ -107,6 +107,7 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
         p.extra_generation_params[ERROR_KEY] = message  # API callers see the info, not the page's comments
         return
     p._hires_upscale = params
+    p._hires_upscale_checkpoint = compat.loaded_checkpoint()
     p.extra_generation_params.update(params.infotext_fields())
     # The built-in Hires fix runs the refiner where "Hires fix: which pass to enable refiner for" says
     # (default: the second pass only); so do we. The WebUI has resolved it for the first pass already.
@@ -131,7 +132,8 @@ def postprocess_batch(p: Any, images: list[Any]) -> None:
     first = p.iteration * p.batch_size
     indices = list(range(first, first + len(images)))
     pictures = [compat.tensor_to_image(image) for image in images]
-    outcome = _run(p, pictures, indices, params)
+    with compat.first_pass_checkpoint_kept():  # what runs next in this batch needs the first pass's model
+        outcome = _run(p, pictures, indices, params)
     for position, index in enumerate(indices):
         p._hires_upscale_done[index] = outcome if isinstance(outcome, str) else outcome[position]
         if not isinstance(outcome, str):
@@ -141,9 +143,9 @@ def postprocess_batch(p: Any, images: list[Any]) -> None:
 def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresParams) -> list[Result] | str:
     """The pipeline over images of the job (at `indices`), or why it failed: the first pass's images
     are then kept, and the reason goes into their infotext."""
-    pipeline = Pipeline(upscaler_for(params),
-                        WebUIBackend([Generation.from_processing(p, index, params) for index in indices]))
     try:
+        pipeline = Pipeline(upscaler_for(params),
+                            WebUIBackend([Generation.from_processing(p, index, params) for index in indices]))
         if compat.opt("hires_upscale_save_first_pass", False):
             for image, index in zip(images, indices, strict=True):
                 compat.save_first_pass(p, image, index)
@@ -180,6 +182,13 @@ def postprocess(p: Any, image: Image.Image) -> Image.Image:
             image = done.image
     _write_infotext(p, index, done)
     return image
+
+
+def finish(p: Any) -> None:
+    """At the end of the job: the first pass's checkpoint is loaded again, after the per-image passes
+    of inpainting, which leave a hires checkpoint loaded so that it loads once, not once per image."""
+    if getattr(p, "_hires_upscale", None) is not None:
+        compat.load_checkpoint_back(p._hires_upscale_checkpoint)
 
 
 def _write_infotext(p: Any, index: int, done: Result | str) -> None:
@@ -364,8 +373,9 @@ class WebUIApiHost:
         with compat.queue_lock():
             compat.begin_job("hires_upscale_api")
             try:
-                return [upscale_existing(image, params, name, generation)
-                        for (name, image), generation in zip(items, generations, strict=True)]
+                with compat.first_pass_checkpoint_kept():  # the images' own checkpoints load once each
+                    return [upscale_existing(image, params, name, generation)
+                            for (name, image), generation in zip(items, generations, strict=True)]
             finally:
                 compat.end_job()
 

@@ -212,7 +212,11 @@ def _report_rows(rows: list[tuple[str, str, str, str]]) -> str:
 
 
 def _run_tab(files, folder, output_folder, *values):
-    params = _tab_params(values)
+    with compat.first_pass_checkpoint_kept():  # the images' own checkpoints load once each
+        return _run_tab_images(files, folder, output_folder, _tab_params(values))
+
+
+def _run_tab_images(files, folder, output_folder, params: HiresParams):
     gallery: list[Any] = []
     rows: list[tuple[str, str, str, str]] = []
 

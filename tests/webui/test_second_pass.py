@@ -10,7 +10,7 @@ import pytest
 from harness import ESRGAN_NAME, SECOND_CHECKPOINT, decode
 from test_webui import BASE, script_args, txt2img
 
-from hires_upscale.infotext import parse_parameters
+from hires_upscale.infotext import format_fields, parse_parameters
 from hires_upscale.params import SCRIPT_FIELDS, HiresParams
 
 RECORDER = "hires upscale test recorder"
@@ -128,6 +128,21 @@ def test_a_hires_checkpoint_changes_the_result_loads_once_per_batch_and_goes_bac
     assert HiresParams.from_infotext_fields(infotext(result).fields).checkpoint == second
     # the first pass's checkpoint is loaded again: the same job without the override is as before
     assert pixels(hires(webui)).tobytes() == pixels(before).tobytes()
+
+
+def test_pasted_overrides_come_back_in_the_result(webui):
+    if webui.version.startswith(("v1.6", "v1.7")):
+        pytest.skip("the API's 'infotext' field arrived in v1.8")
+    overrides = HiresParams(enabled=True, upscaler=ESRGAN_NAME, hires_steps=2,
+                            checkpoint=second_checkpoint_title(webui), prompt="[prompt], a red sky: at dusk",
+                            negative_prompt="lowres, [prompt]", cfg_scale=3.5, seed=77)
+    fields = overrides.infotext_fields()
+    text = "a lighthouse\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 64x64, " + format_fields(fields)
+    result = txt2img(webui, infotext=text)
+    assert decode(result["images"][0]).size == (128, 128)
+    pasted = HiresParams.from_infotext_fields(infotext(result).fields)
+    for name in ("checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed"):
+        assert getattr(pasted, name) == getattr(overrides, name), name
 
 
 def test_a_hires_checkpoint_the_webui_lacks_is_refused_by_name(webui):
