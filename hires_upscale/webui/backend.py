@@ -185,20 +185,23 @@ class WebUIBackend:
         global _out_of_memory_from
         mode = plan.params.tiled
         width, height = plan.target
+        # a WebUI whose model this extension cannot tile (Forge) runs every pass untiled, said once
+        untileable = compat.tiling_targets(None)
+        untileable = untileable if isinstance(untileable, str) else None
         tiled = mode == "on" or (mode == "auto" and len(images) == 1 and (
             width * height >= _out_of_memory_from
             or needs_tiling(width, height, compat.free_gpu_memory(), dtype_bytes=compat.vae_dtype_bytes())))
         try:
-            processed = self._img2img(images, generations, plan, tiled=tiled, notify=notify)
+            processed = self._img2img(images, generations, plan, tiled=tiled, untileable=untileable, notify=notify)
         except OutOfMemory:
-            if mode != "auto" or tiled or len(images) > 1:
+            if mode != "auto" or tiled or untileable or len(images) > 1:
                 raise
             _out_of_memory_from = min(_out_of_memory_from, width * height)
             message = (f"The second pass ran out of memory at {width}x{height}; it ran again tiled (tiled VAE and "
                        "UNet), and will start tiled at this size from now on.")
             log.warning("hires upscale: %s", message)
             notify(Advice("tiled_after_oom", "warning", "tiled", message))
-            processed = self._img2img(images, generations, plan, tiled=True, notify=notify)
+            processed = self._img2img(images, generations, plan, tiled=True, untileable=None, notify=notify)
         if compat.should_stop():
             # A sampler stopped mid-way leaves half-denoised images: keep the upscaled ones instead.
             raise Interrupted("stopped during the second pass")
@@ -213,7 +216,8 @@ class WebUIBackend:
         return processed.images[:len(images)]
 
     def _img2img(self, images: list[Image.Image], generations: list[Generation], plan: Plan, *, tiled: bool,
-                 notify: Callable[[Advice], None]) -> Any:
+                 untileable: str | None, notify: Callable[[Advice], None]) -> Any:
+        """One img2img job over `images`; `untileable` is why this WebUI's model cannot be tiled, if so."""
         from modules import processing
 
         first, params = generations[0], plan.params
@@ -258,7 +262,7 @@ class WebUIBackend:
                                + (f", {len(images)} images" if len(images) > 1 else "")
                                + (", tiled" if tiled else ""))
         with ExitStack() as installed:
-            if tiled:
+            if tiled:  # where `untileable`, the init says so in the result once
                 _tile_from_init(img2img, installed, TileSettings.for_tile_size(params.tile_size), notify)
             try:
                 return processing.process_images(img2img)
@@ -266,8 +270,12 @@ class WebUIBackend:
                 if not is_out_of_memory(error):
                     raise
                 compat.release_memory()  # before anything else runs, tiled or not
-                remedy = ("even tiled: set a smaller tile size or a smaller target" if tiled
-                          else "set Tiled to auto or on, or a smaller target")
+                if untileable:
+                    remedy = f"set a smaller target (this extension cannot tile it here: {untileable})"
+                elif tiled:
+                    remedy = "even tiled: set a smaller tile size or a smaller target"
+                else:
+                    remedy = "set Tiled to auto or on, or a smaller target"
                 raise OutOfMemory("second pass", (width, height), remedy) from error
             finally:
                 img2img.close()
