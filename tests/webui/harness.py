@@ -262,13 +262,18 @@ class WebUI:
             return False
 
     def run_installers(self, env: dict[str, str]) -> None:
-        """Run the extensions' install.py the way the WebUI's launcher does (our flags skip that step)."""
+        """Run our test extensions' install.py the way the WebUI's launcher does (our flags skip that step).
+
+        Only ours: Forge's launcher also runs its built-in extensions' installers (ControlNet's
+        preprocessors), which pip-install mediapipe, onnxruntime and numpy 2 into its venv and break it.
+        """
+        paths = [str(self.data_dir / "extensions" / name) for name, _ in TEST_EXTENSIONS]
         code = ("import sys\n"
                 f"sys.argv = ['launch.py', '--data-dir', {str(self.data_dir)!r}]\n"
                 "from modules import launch_utils\n"
-                "launch_utils.run_extensions_installers(settings_file=launch_utils.args.ui_settings_file)\n")
-        subprocess.run([str(self.checkout.python), "-c", code], cwd=self.root, env=env,
-                       check=True, timeout=900)
+                f"for path in {paths!r}:\n"
+                "    launch_utils.run_extension_installer(path)\n")
+        subprocess.run([str(self.checkout.python), "-c", code], cwd=self.root, env=env, check=True, timeout=900)
 
     def inject(self, *faults: dict) -> None:
         """Arm faults in the test extension (see its docstring); each fires once unless `times` says."""
