@@ -51,7 +51,9 @@ try {
     seen.latent_warning = await warning.innerText();
     await accordion.screenshot({ path: `${out}/page-latent-warning.png` });
 
-    // Sizes snap to multiples of 64 when typed.
+    // Sizes snap to multiples of 64 when typed. The first pass is 512x512 (Forge's default is 512x640).
+    await setNumber(page, "txt2img_width", 512);
+    await setNumber(page, "txt2img_height", 512);
     await page.locator("#hires_upscale_txt2img_resize_mode label", { hasText: "size" }).click();
     await page.locator("#hires_upscale_txt2img_width").waitFor({ state: "visible" });
     await setNumber(page, "hires_upscale_txt2img_width", 1000);

@@ -67,6 +67,12 @@ class Host:
     checkpoint_recipe: Path
     checkpoint_revision: str
 
+    def launch_args(self, root: Path) -> list[str]:
+        """Flags beyond the CPU ones. Forge's Gradio 4 serves /file= only from --gradio-allowed-path,
+        which defaults to the data dir: with --data-dir elsewhere its own script.js is refused (403),
+        `onUiLoaded` never exists, and no extension's page script starts."""
+        return ["--gradio-allowed-path", str(root)] if self.kind == "forge" else []
+
     def is_one(self, root: Path) -> bool:
         forge = (root / "backend").is_dir() and (root / "modules_forge").is_dir()
         return forge == (self.kind == "forge")
@@ -235,7 +241,7 @@ class WebUI:
             models.save_pth(module, self.esrgan_dir / f"{name}.pth")
         command = [str(self.checkout.python), "launch.py", *self.host.cpu_flags, "--port", str(self.port),
                    "--data-dir", str(self.data_dir), "--ckpt-dir", str(ckpt.parent),
-                   "--esrgan-models-path", str(self.esrgan_dir)]
+                   "--esrgan-models-path", str(self.esrgan_dir), *self.host.launch_args(self.root)]
         log = open(self.log_path, "w")  # noqa: SIM115 - the server writes to it while it runs
         self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
