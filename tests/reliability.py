@@ -100,9 +100,10 @@ class ReliabilityReport:
             return skipped[0]
         harness = sys.modules.get("harness")  # tests/webui/harness.py, loaded by that tier's conftest
         if harness is not None:
-            root, _why = harness.webui_root()
-            if root is not None:
-                return f"ran against the WebUI {harness.webui_version(root)} at {root}"
+            found = [checkout for _host, checkout, _why in harness.find_checkouts() if checkout is not None]
+            if found:
+                return "ran against " + " and ".join(
+                    f"{c.host.title} {c.version} at {c.root}" for c in found)
         return "ran"
 
     def markdown(self) -> str:

@@ -14,9 +14,22 @@ const browser = await chromium.launch({
            "--disable-sync", "--no-first-run", "--disable-quic"],
 });
 
+// Gradio 3.41 (A1111) marks a dropdown's options li[data-value]; Gradio 4 (Forge) li[role=option]
+// with the choice as aria-label.
 async function pick(page, id, value) {
     await page.locator(`#${id} input`).first().click();
-    await page.locator(`#${id} li[data-value="${value}"]`).first().click();
+    await page.locator(`#${id} li[data-value="${value}"], #${id} li[role=option][aria-label="${value}"]`)
+        .first().click();
+}
+
+// Ready when our script has attached to the accordion (javascript/hires_upscale.js sets the mark
+// after the page's UI is loaded and our options came back). Never "networkidle": Gradio 4 keeps a
+// /heartbeat stream open, so the network is never idle there.
+async function open(page, address) {
+    await page.goto(address, { waitUntil: "domcontentloaded", timeout: 180000 });
+    const accordion = page.locator("#hires_upscale_txt2img_enabled[data-hires-upscale-attached]");
+    await accordion.waitFor({ timeout: 180000 });
+    return accordion;
 }
 
 async function setNumber(page, id, value) {
@@ -27,9 +40,7 @@ async function setNumber(page, id, value) {
 
 try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
-    await page.goto(`${url}/?__theme=light`, { waitUntil: "networkidle", timeout: 180000 });
-    const accordion = page.locator("#hires_upscale_txt2img_enabled");
-    await accordion.waitFor({ timeout: 180000 });
+    const accordion = await open(page, `${url}/?__theme=light`);
     await accordion.locator(".label-wrap").first().click();
     await page.locator("#hires_upscale_txt2img_upscaler").waitFor({ state: "visible" });
 
@@ -40,7 +51,9 @@ try {
     seen.latent_warning = await warning.innerText();
     await accordion.screenshot({ path: `${out}/page-latent-warning.png` });
 
-    // Sizes snap to multiples of 64 when typed.
+    // Sizes snap to multiples of 64 when typed. The first pass is 512x512 (Forge's default is 512x640).
+    await setNumber(page, "txt2img_width", 512);
+    await setNumber(page, "txt2img_height", 512);
     await page.locator("#hires_upscale_txt2img_resize_mode label", { hasText: "size" }).click();
     await page.locator("#hires_upscale_txt2img_width").waitFor({ state: "visible" });
     await setNumber(page, "hires_upscale_txt2img_width", 1000);
@@ -51,9 +64,7 @@ try {
     seen.size_preview = await page.locator("#hires_upscale_txt2img_advice .hires-upscale-size").innerText();
 
     // The same accordion in the dark theme.
-    await page.goto(`${url}/?__theme=dark`, { waitUntil: "networkidle" });
-    const dark = page.locator("#hires_upscale_txt2img_enabled");
-    await dark.waitFor();
+    const dark = await open(page, `${url}/?__theme=dark`);
     await dark.locator(".label-wrap").first().click();
     await pick(page, "hires_upscale_txt2img_upscaler", "Latent");
     await page.locator("#hires_upscale_txt2img_advice [data-code=latent_low_denoise]").waitFor({ timeout: 10000 });

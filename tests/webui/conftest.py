@@ -1,24 +1,42 @@
-"""The real-WebUI tier: one WebUI per test session, skipped with the reason when there is none."""
+"""The real-WebUI tier: one WebUI per host found (A1111, Forge), one at a time.
+
+The `webui` fixture is parametrized over the hosts (test ids "a1111" and "forge");
+a host whose checkout or venv is missing skips its tests with the reason. Tests are
+ordered by host, so pytest stops the first host's WebUI before it starts the next
+(this machine has room for one).
+"""
 
 from __future__ import annotations
 
 import pytest
-from harness import WebUI, webui_root
+from harness import WebUI, find_checkouts
 
-ROOT, WHY_NOT = webui_root()
+CHECKOUTS = find_checkouts()
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/webui/" in str(item.fspath).replace("\\", "/"):
             item.add_marker(pytest.mark.webui)
-            if ROOT is None:
-                item.add_marker(pytest.mark.skip(reason=f"real-WebUI tests need a WebUI: {WHY_NOT}"))
+    # All tests of one host, then all of the next: a session fixture's instance is torn down when
+    # its param changes, so this keeps one WebUI running at a time. (pytest already groups by a
+    # session-scoped param; the sort makes it so whatever other plugins reorder.)
+    order = {host.kind: n for n, (host, _, _) in enumerate(CHECKOUTS)}
+
+    def host_of(item) -> int:
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("webui") if callspec is not None else None
+        return order.get(kind, -1)
+
+    items.sort(key=host_of)  # stable: the order within a host stays as collected
 
 
-@pytest.fixture(scope="session")
-def webui(tmp_path_factory: pytest.TempPathFactory):
-    server = WebUI(ROOT, tmp_path_factory.mktemp("webui"))
+@pytest.fixture(scope="session", params=[host.kind for host, _, _ in CHECKOUTS])
+def webui(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    host, checkout, why_not = next(entry for entry in CHECKOUTS if entry[0].kind == request.param)
+    if checkout is None:
+        pytest.skip(f"real-WebUI tests on {host.title} need its checkout: {why_not}")
+    server = WebUI(checkout, tmp_path_factory.mktemp(f"webui-{host.kind}"))
     try:
         server.start()
         yield server

@@ -1,9 +1,11 @@
-"""Run a real AUTOMATIC1111 WebUI with this extension, on the CPU, on loopback.
+"""Run a real WebUI (AUTOMATIC1111 or Forge) with this extension, on the CPU, on loopback.
 
-The WebUI is the one in SD_WEBUI_ROOT (or ~/stable-diffusion-webui): a checkout
-with its venv. Nothing is written into it: the extension is linked into a
-temporary --data-dir, and the checkpoint and ESRGAN model live in folders of
-their own.
+The hosts are the A1111 checkout in SD_WEBUI_ROOT (or ~/stable-diffusion-webui) and
+the Forge checkout in SD_WEBUI_FORGE_ROOT (or ~/stable-diffusion-webui-forge), each
+with its venv. Which host a checkout is comes from its files (Forge has backend/ and
+modules_forge/), not from the variable that named it. Nothing is written into a
+checkout: the extensions are linked into a temporary --data-dir, and the checkpoint
+and ESRGAN models live in folders of their own.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,47 +24,125 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import models  # noqa: E402
 
-#: Flags that run the WebUI on a machine without a GPU (docs/architecture.md).
-CPU_FLAGS = ["--skip-torch-cuda-test", "--use-cpu", "all", "--no-half", "--precision", "full", "--api",
-             "--skip-version-check", "--no-download-sd-model", "--skip-prepare-environment",
-             "--server-name", "127.0.0.1"]
+#: Flags that run A1111 on a machine without a GPU (docs/architecture.md).
+A1111_CPU_FLAGS = ["--skip-torch-cuda-test", "--use-cpu", "all", "--no-half", "--precision", "full", "--api",
+                   "--skip-version-check", "--no-download-sd-model", "--skip-prepare-environment",
+                   "--server-name", "127.0.0.1"]
+#: Forge's own CPU switch; it has no --use-cpu/--precision of A1111's kind (docs/architecture.md).
+FORGE_CPU_FLAGS = ["--always-cpu", "--skip-torch-cuda-test", "--skip-prepare-environment", "--skip-install",
+                   "--skip-version-check", "--no-download-sd-model", "--api", "--server-name", "127.0.0.1"]
 ESRGAN_NAME = "4x-TestRRDB"
 #: A model saved by plain torch.save, whose newer archive entries the WebUI's safe unpickler refuses.
 REJECTED_NAME = "4x-Rejected"
-CHECKPOINT_RECIPE = "r3"
-#: A second checkpoint (the first one's weights, the UNet's output layer changed) for "Hires checkpoint".
+#: A second checkpoint beside the first (its weights, the UNet's output layer changed), for "Hires checkpoint".
 SECOND_CHECKPOINT = "second-sd15"
-#: Test-only extensions linked in beside ours.
-TEST_EXTENSIONS = ("faults_extension", "recorder_extension")
+#: Extensions linked into every test WebUI's data dir: (folder name there, source).
+TEST_EXTENSIONS = [
+    ("sd-webui-hires-upscale", REPO),
+    ("hires-upscale-test-faults", HERE / "faults_extension"),
+    ("hires-upscale-test-recorder", HERE / "recorder_extension"),
+]
 START_TIMEOUT = 600
-#: What A1111 (v1.6-v1.10) and Forge print once start-up, API included, is done.
-STARTED_LINE = "Startup time:"
+
+
+@dataclass(frozen=True)
+class Host:
+    """One kind of WebUI and what differs between the kinds when the tests run it."""
+
+    kind: str  # the test id: "a1111" or "forge"
+    title: str
+    env_var: str
+    default_root: Path
+    cpu_flags: tuple[str, ...]
+    #: the checkpoint recipe (run in the host's venv from its root: `python RECIPE OUT`) and its revision;
+    #: a new revision gives a new file name, so an old file is never reused
+    checkpoint_recipe: Path
+    checkpoint_revision: str
+
+    def launch_args(self, root: Path) -> list[str]:
+        """Flags beyond the CPU ones. Forge's Gradio 4 serves /file= only from --gradio-allowed-path,
+        which defaults to the data dir: with --data-dir elsewhere its own script.js is refused (403),
+        `onUiLoaded` never exists, and no extension's page script starts."""
+        return ["--gradio-allowed-path", str(root)] if self.kind == "forge" else []
+
+    def is_one(self, root: Path) -> bool:
+        forge = (root / "backend").is_dir() and (root / "modules_forge").is_dir()
+        return forge == (self.kind == "forge")
+
+
+A1111 = Host("a1111", "AUTOMATIC1111", "SD_WEBUI_ROOT", Path.home() / "stable-diffusion-webui",
+             tuple(A1111_CPU_FLAGS), HERE / "make_checkpoint.py", "r3")
+FORGE = Host("forge", "Forge", "SD_WEBUI_FORGE_ROOT", Path.home() / "stable-diffusion-webui-forge",
+             tuple(FORGE_CPU_FLAGS), HERE / "make_checkpoint_forge.py", "f2")
+HOSTS = (A1111, FORGE)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A WebUI checkout of one host kind."""
+
+    host: Host
+    root: Path
+
+    @property
+    def kind(self) -> str:
+        return self.host.kind
+
+    @property
+    def python(self) -> Path:
+        return self.root / "venv" / "bin" / "python"
+
+    @cached_property
+    def version(self) -> str:
+        return webui_version(self.root)
+
+
+def find_checkout(host: Host) -> tuple[Checkout | None, str]:
+    """The checkout of this host to test against, or None and the reason there is none."""
+    configured = os.environ.get(host.env_var)
+    root = Path(configured).expanduser() if configured else host.default_root
+    source = host.env_var if configured else f"{host.default_root} ({host.env_var} is unset)"
+    if not (root / "launch.py").is_file():
+        return None, f"no {host.title} checkout at {root} ({source})"
+    if not host.is_one(root):
+        other = next(h for h in HOSTS if h.is_one(root))
+        return None, f"{root} ({source}) is a {other.title} checkout, not {host.title}"
+    if not (root / "venv" / "bin" / "python").is_file():
+        return None, f"the {host.title} checkout at {root} has no venv/bin/python: run its webui.sh once to make it"
+    return Checkout(host, root.resolve()), ""
+
+
+def find_checkouts() -> list[tuple[Host, Checkout | None, str]]:
+    """Every host kind with its checkout (or None and why not), in HOSTS order."""
+    return [(host, *find_checkout(host)) for host in HOSTS]
 
 
 def webui_root() -> tuple[Path | None, str]:
-    """The WebUI to test against, or None and the reason there is none."""
-    configured = os.environ.get("SD_WEBUI_ROOT")
-    root = Path(configured).expanduser() if configured else Path.home() / "stable-diffusion-webui"
-    source = "SD_WEBUI_ROOT" if configured else "~/stable-diffusion-webui (SD_WEBUI_ROOT is unset)"
-    if not (root / "launch.py").is_file():
-        return None, f"no WebUI checkout at {root} ({source})"
-    if not (root / "venv" / "bin" / "python").is_file():
-        return None, f"the WebUI at {root} has no venv/bin/python: run its webui.sh once to make it"
-    return root, ""
+    """The A1111 WebUI's root, or None and the reason there is none (for callers that want only A1111)."""
+    found, why_not = find_checkout(A1111)
+    return (found.root if found else None), why_not
 
 
 def webui_version(root: Path) -> str:
+    """The version string the WebUI itself shows: its git tag, with Forge's own prefix on Forge."""
     done = subprocess.run(["git", "describe", "--tags", "--always"], cwd=root, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
+    described = done.stdout.strip() or "unknown"
+    forge_version = root / "modules_forge" / "forge_version.py"
+    if forge_version.is_file():  # Forge shows f<version>-<describe> (modules/launch_utils.git_tag)
+        match = re.search(r"version\s*=\s*['\"]([^'\"]+)", forge_version.read_text())
+        return f"f{match.group(1) if match else '?'}-{described}"
+    return described
 
 
 def hf_cache() -> Path | None:
@@ -79,16 +160,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def checkpoint(root: Path, env: dict[str, str]) -> Path:
-    """A random-weight SD1.5 checkpoint, made once per WebUI version and kept in ~/.cache."""
+def checkpoint(checkout: Checkout, env: dict[str, str]) -> Path:
+    """A random-weight SD1.5 checkpoint, made once per WebUI version and recipe and kept in ~/.cache."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd-webui-hires-upscale-tests"
-    # The folder changes with the recipe in make_checkpoint.py, so an old file is never reused, nor
-    # listed beside the new ones (it is the WebUI's --ckpt-dir).
-    path = cache / webui_version(root) / CHECKPOINT_RECIPE / "random-sd15.safetensors"
+    host = checkout.host
+    # The folder changes with the recipe's revision, so an old file is never reused, nor listed beside
+    # the new ones (the folder is the WebUI's --ckpt-dir).
+    path = cache / checkout.version / host.checkpoint_revision / "random-sd15.safetensors"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(root / "venv" / "bin" / "python"), str(Path(__file__).with_name("make_checkpoint.py")),
-                        str(path)], cwd=root, env=env, check=True, timeout=900)
+        subprocess.run([str(checkout.python), str(host.checkpoint_recipe), str(path)], cwd=checkout.root, env=env,
+                       check=True, timeout=900)
     return path
 
 
@@ -132,12 +214,18 @@ class Response:
 class WebUI:
     """One running WebUI; `post`/`get` talk to it."""
 
-    def __init__(self, root: Path, workdir: Path, extra_models: dict[str, object] | None = None) -> None:
-        """`extra_models`: more upscaler models (name -> torch module) for the ESRGAN folder."""
-        self.root = root
+    def __init__(self, checkout: Checkout | Path, workdir: Path, extra_models: dict[str, object] | None = None) -> None:
+        """`checkout`: the WebUI to run (a bare root is taken for the host its files say it is).
+        `extra_models`: more upscaler models (name -> torch module) for the ESRGAN folder."""
+        if not isinstance(checkout, Checkout):
+            checkout = Checkout(next(h for h in HOSTS if h.is_one(Path(checkout))), Path(checkout))
+        self.checkout = checkout
+        self.host = checkout.host
+        self.kind = checkout.kind  # "a1111" or "forge"
+        self.root = checkout.root
         self.extra_models = extra_models or {}
         self.workdir = workdir
-        self.version = webui_version(root)
+        self.version = checkout.version
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = workdir / "data"
@@ -160,12 +248,10 @@ class WebUI:
 
     def start(self) -> None:
         env = self.env()
-        ckpt = checkpoint(self.root, env)
+        ckpt = checkpoint(self.checkout, env)
         second_checkpoint(ckpt)
         (self.data_dir / "extensions").mkdir(parents=True, exist_ok=True)
-        links = {"sd-webui-hires-upscale": REPO,
-                 **{f"hires-upscale-test-{name}": REPO / "tests" / "webui" / name for name in TEST_EXTENSIONS}}
-        for name, target in links.items():
+        for name, target in TEST_EXTENSIONS:
             link = self.data_dir / "extensions" / name
             if not link.exists():
                 link.symlink_to(target, target_is_directory=True)
@@ -178,9 +264,9 @@ class WebUI:
         torch.save(models.rrdb(4, filters=8, blocks=1).state_dict(), self.esrgan_dir / f"{REJECTED_NAME}.pth")
         for name, module in self.extra_models.items():
             models.save_pth(module, self.esrgan_dir / f"{name}.pth")
-        command = [str(self.root / "venv" / "bin" / "python"), "launch.py", *CPU_FLAGS, "--port", str(self.port),
+        command = [str(self.checkout.python), "launch.py", *self.host.cpu_flags, "--port", str(self.port),
                    "--data-dir", str(self.data_dir), "--ckpt-dir", str(ckpt.parent),
-                   "--esrgan-models-path", str(self.esrgan_dir)]
+                   "--esrgan-models-path", str(self.esrgan_dir), *self.host.launch_args(self.root)]
         log = open(self.log_path, "w")  # noqa: SIM115 - the server writes to it while it runs
         self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -188,9 +274,10 @@ class WebUI:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the WebUI exited with {self.process.returncode}:\n{self.log_tail()}")
-            # No request before the WebUI says it is up: one that reaches the app while it still adds
-            # its API middleware makes it fail ("Cannot add middleware after an application has started").
-            if STARTED_LINE in self.log_path.read_text(errors="replace"):
+            # No request before the WebUI prints that it is up: one that reaches A1111's app while it still
+            # adds its API middleware makes it fail ("Cannot add middleware after an application has
+            # started"), and Forge answers its API a moment before its scripts' default args are ready.
+            if self.started():
                 try:
                     if self.get("/hires-upscale/v1/options").status == 200:
                         return
@@ -199,14 +286,26 @@ class WebUI:
             time.sleep(1)
         raise RuntimeError(f"the WebUI did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
 
+    def started(self) -> bool:
+        """Whether the WebUI has printed its "Startup time:" line (the end of its start-up)."""
+        try:
+            return "Startup time:" in self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+
     def run_installers(self, env: dict[str, str]) -> None:
-        """Run the extensions' install.py the way the WebUI's launcher does (our flags skip that step)."""
+        """Run our test extensions' install.py the way the WebUI's launcher does (our flags skip that step).
+
+        Only ours: Forge's launcher also runs its built-in extensions' installers (ControlNet's
+        preprocessors), which pip-install mediapipe, onnxruntime and numpy 2 into its venv and break it.
+        """
+        paths = [str(self.data_dir / "extensions" / name) for name, _ in TEST_EXTENSIONS]
         code = ("import sys\n"
                 f"sys.argv = ['launch.py', '--data-dir', {str(self.data_dir)!r}]\n"
                 "from modules import launch_utils\n"
-                "launch_utils.run_extensions_installers(settings_file=launch_utils.args.ui_settings_file)\n")
-        subprocess.run([str(self.root / "venv" / "bin" / "python"), "-c", code], cwd=self.root, env=env,
-                       check=True, timeout=900)
+                f"for path in {paths!r}:\n"
+                "    launch_utils.run_extension_installer(path)\n")
+        subprocess.run([str(self.checkout.python), "-c", code], cwd=self.root, env=env, check=True, timeout=900)
 
     def inject(self, *faults: dict) -> None:
         """Arm faults in the test extension (see its docstring); each fires once unless `times` says."""
@@ -263,22 +362,28 @@ class WebUI:
         return self._request("POST", path, body, raw)
 
 
-def serve() -> None:
-    """`python tests/webui/harness.py`: run the test WebUI until Ctrl-C (for screenshots and poking)."""
+def serve(argv: list[str] | None = None) -> None:
+    """`python tests/webui/harness.py [a1111|forge]`: run a test WebUI until Ctrl-C (screenshots, poking)."""
+    import argparse
     import tempfile
 
-    root, why_not = webui_root()
-    if root is None:
+    parser = argparse.ArgumentParser(description=serve.__doc__)
+    parser.add_argument("host", nargs="?", choices=[h.kind for h in HOSTS], default=A1111.kind)
+    host = next(h for h in HOSTS if h.kind == parser.parse_args(argv).host)
+    checkout, why_not = find_checkout(host)
+    if checkout is None:
         raise SystemExit(why_not)
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the WebUI too, not only this script
     with tempfile.TemporaryDirectory(prefix="hires-upscale-webui-") as workdir:
-        server = WebUI(root, Path(workdir))
+        server = WebUI(checkout, Path(workdir))
         try:
             server.start()
-            print(f"WebUI {server.version} with sd-webui-hires-upscale at {server.url} (Ctrl-C stops it)", flush=True)
+            print(f"{host.title} {server.version} with sd-webui-hires-upscale at {server.url} (Ctrl-C stops it)",
+                  flush=True)
             server.process.wait()
         except KeyboardInterrupt:
             pass

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from harness import ESRGAN_NAME, SECOND_CHECKPOINT, decode
-from test_webui import BASE, script_args, txt2img
+from test_webui import BASE, require_api_infotext, script_args, txt2img
 
 from hires_upscale.infotext import format_fields, parse_parameters
 from hires_upscale.params import SCRIPT_FIELDS, HiresParams
@@ -131,8 +131,7 @@ def test_a_hires_checkpoint_changes_the_result_loads_once_per_batch_and_goes_bac
 
 
 def test_pasted_overrides_come_back_in_the_result(webui):
-    if webui.version.startswith(("v1.6", "v1.7")):
-        pytest.skip("the API's 'infotext' field arrived in v1.8")
+    require_api_infotext(webui)
     overrides = HiresParams(enabled=True, upscaler=ESRGAN_NAME, hires_steps=2,
                             checkpoint=second_checkpoint_title(webui), prompt="[prompt], a red sky: at dusk",
                             negative_prompt="lowres, [prompt]", cfg_scale=3.5, seed=77)

@@ -123,9 +123,19 @@ def test_a_body_that_is_not_json_is_422(webui):
     assert reply.status == 422
 
 
-def test_pasted_infotext_sets_every_control(webui):
+def require_api_infotext(webui) -> None:
+    """Skip, saying why, where the WebUI's API cannot paste an infotext into a job."""
     if webui.version.startswith("v1.6") or webui.version.startswith("v1.7"):
         pytest.skip("the API's 'infotext' field arrived in v1.8")
+    if webui.kind == "forge":
+        plain = webui.post("/sdapi/v1/txt2img", {**BASE, "steps": 1, "infotext": "a lighthouse\nSteps: 1, Seed: 5"})
+        if plain.status == 500 and "parameterized generic" in json.dumps(plain.body):
+            pytest.skip("Forge's API answers 500 to any txt2img with an 'infotext', ours or not (modules/api/api.py "
+                        "get_field_value: isinstance() on its own 'Hires VAE/TE' field's list type)")
+
+
+def test_pasted_infotext_sets_every_control(webui):
+    require_api_infotext(webui)
     fields = HiresParams(enabled=True, upscaler=ESRGAN_NAME, scale=1.5, hires_steps=2, denoise=0.25,
                          sharpen=True).infotext_fields()
     text = "a lighthouse\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 64x64, " + ", ".join(

@@ -46,14 +46,24 @@ def _raise_out_of_memory(stage: str, pixels: int) -> None:
             f"at {pixels} pixels)")
 
 
+def _modules(model):
+    """The loaded model's UNet and VAE decoder: A1111's LDM model, or Forge's `forge_objects`
+    (where `model.model` and `first_stage_model` are not the modules that run)."""
+    forge = getattr(model, "forge_objects", None)
+    if forge is not None:
+        return forge.unet.model.diffusion_model, forge.vae.first_stage_model.decoder
+    return model.model.diffusion_model, model.first_stage_model.decoder
+
+
 def _install(model) -> None:
     """Hooks on the loaded model's UNet and VAE decoder, once per model."""
-    if getattr(model, "_hires_upscale_test_faults", False):
+    if model is None or getattr(model, "_hires_upscale_test_faults", False):
         return
+    unet, decoder = _modules(model)
     model._hires_upscale_test_faults = True
-    model.model.diffusion_model.register_forward_pre_hook(
+    unet.register_forward_pre_hook(
         lambda module, inputs: _raise_out_of_memory("unet", inputs[0].shape[-1] * inputs[0].shape[-2] * 64))
-    model.first_stage_model.decoder.conv_out.register_forward_pre_hook(
+    decoder.conv_out.register_forward_pre_hook(
         lambda module, inputs: _raise_out_of_memory("vae decode", inputs[0].shape[-1] * inputs[0].shape[-2]))
 
 
