@@ -208,7 +208,7 @@ def test_forges_freeu_shapes_the_second_pass_too(webui, options):
     freeu = {FREEU: {"args": [True, 1.5, 1.6, 0.9, 0.2, 0.0, 1.0]}}
     body = {**BASE, "alwayson_scripts": {"hires upscale": {"args": script_args()}, **freeu}}
     carried_in = webui.post("/sdapi/v1/txt2img", body)
-    options(hires_upscale_scripts_kept_out=FREEU)
+    options(hires_upscale_scripts_kept_out="sd_forge_freeu")  # its folder: its title has commas
     kept_out = webui.post("/sdapi/v1/txt2img", body)
     assert carried_in.status == kept_out.status == 200
     # the same first pass (FreeU on in both), a second pass with and without it
