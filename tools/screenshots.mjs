@@ -22,6 +22,9 @@ try {
         await page.locator("#hires_upscale_txt2img_upscaler input").click();
         await page.locator("#hires_upscale_txt2img_upscaler ul.options li", { hasText: upscaler }).first().click();
     }
+    // and its "Second pass overrides" (checkpoint, prompts, CFG, seed)
+    await page.locator("#hires_upscale_txt2img_overrides .label-wrap").first().click();
+    await page.locator("#hires_upscale_txt2img_prompt").waitFor({ state: "visible" });
     await accordion.scrollIntoViewIfNeeded();
     await accordion.screenshot({ path: `${out}/accordion.png` });
 
