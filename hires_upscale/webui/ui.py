@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,17 @@ def _preview(params: HiresParams) -> str:
     return f"<p class='hires-upscale-size'>{w}x{h} → {tw}x{th}</p>" + advice_html(plan.advice)
 
 
+def _overrides(add: Callable[..., Any], label: str, elem_id: str) -> None:
+    """The second pass's overrides, folded away: checkpoint, CFG, seed, prompts."""
+    with gr.Accordion(label, open=False, elem_id=elem_id):
+        with gr.Row():
+            add("checkpoint", choices=[SAME, *compat.checkpoint_titles()], value=SAME)
+            add("cfg_scale")
+            add("seed")
+        add("prompt")
+        add("negative_prompt")
+
+
 def _visible_when(value: Any) -> Any:
     return gr.update(visible=bool(value))
 
@@ -141,13 +153,7 @@ class AccordionUI:
             with gr.Row():
                 add("sharpen")
                 add("sharpen_strength", visible=False)
-            with gr.Accordion("Second pass overrides", open=False, elem_id=self._id("overrides")):
-                with gr.Row():
-                    add("checkpoint", choices=[SAME, *compat.checkpoint_titles()], value=SAME)
-                    add("cfg_scale")
-                    add("seed")
-                add("prompt")
-                add("negative_prompt")
+            _overrides(add, "Second pass overrides", self._id("overrides"))
             gr.HTML(_preview(HiresParams(upscaler=c["upscaler"].value)), elem_id=self._id("advice"))
 
         refresh.click(fn=self._refresh, inputs=[], outputs=[c["upscaler"], c["checkpoint"]])
@@ -276,14 +282,8 @@ def build_tab() -> list[tuple[Any, str, str]]:
                 with gr.Row():
                     add("sharpen")
                     add("sharpen_strength")
-                with gr.Accordion("Second pass overrides (empty, 0 or -1: as the image's PNG info says)",
-                                  open=False, elem_id="hires_upscale_tab_overrides"):
-                    with gr.Row():
-                        add("checkpoint", choices=[SAME, *compat.checkpoint_titles()], value=SAME)
-                        add("cfg_scale")
-                        add("seed")
-                    add("prompt")
-                    add("negative_prompt")
+                _overrides(add, "Second pass overrides (empty, 0 or -1: as the image's PNG info says)",
+                           "hires_upscale_tab_overrides")
                 run = gr.Button("Upscale", variant="primary", elem_id="hires_upscale_tab_run")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", elem_id="hires_upscale_tab_gallery", columns=2)
