@@ -82,7 +82,7 @@ class Host:
 
 
 A1111 = Host("a1111", "AUTOMATIC1111", "SD_WEBUI_ROOT", Path.home() / "stable-diffusion-webui",
-             tuple(A1111_CPU_FLAGS), HERE / "make_checkpoint.py", "r3")
+             tuple(A1111_CPU_FLAGS), HERE / "make_checkpoint.py", "r4")
 FORGE = Host("forge", "Forge", "SD_WEBUI_FORGE_ROOT", Path.home() / "stable-diffusion-webui-forge",
              tuple(FORGE_CPU_FLAGS), HERE / "make_checkpoint_forge.py", "f2")
 HOSTS = (A1111, FORGE)
