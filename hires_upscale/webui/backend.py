@@ -49,9 +49,16 @@ class Generation:
     is_api: bool = False
 
     @classmethod
-    def from_processing(cls, p: Any, index: int, params: HiresParams) -> Generation:
+    def of_images(cls, p: Any, indices: list[int], params: HiresParams) -> list[Generation]:
+        """Images `indices` of a job, sharing one runner of the first pass's extensions."""
+        scripts = carried.second_pass_runner(p.scripts, str(compat.opt(carried.KEPT_OUT_OPTION,
+                                                                       carried.DEFAULT_KEPT_OUT)))
+        return [cls.from_processing(p, index, params, scripts) for index in indices]
+
+    @classmethod
+    def from_processing(cls, p: Any, index: int, params: HiresParams, scripts: Any) -> Generation:
         """Image `index` of a job: its prompt (LoRA tags and styles included), seed and settings,
-        with the hires overrides of `params`."""
+        with the hires overrides of `params`; `scripts` runs its extensions in the second pass."""
         refiner = getattr(p, "_hires_upscale_refiner", None) or (None, None)
         return cls(
             prompt=params.second_pass_prompt(p.all_prompts[index]),
@@ -65,8 +72,7 @@ class Generation:
             steps=p.steps,
             override_settings={**(getattr(p, "override_settings", None) or {}), **checkpoint_override(params)},
             outpath_samples=p.outpath_samples,
-            scripts=carried.second_pass_runner(p.scripts, str(compat.opt(carried.KEPT_OUT_OPTION,
-                                                                         carried.DEFAULT_KEPT_OUT))),
+            scripts=scripts,
             script_args=list(p.script_args or []),
             refiner_checkpoint=refiner[0],
             refiner_switch_at=refiner[1],

@@ -134,18 +134,19 @@ def postprocess_batch(p: Any, images: list[Any]) -> None:
     pictures = [compat.tensor_to_image(image) for image in images]
     with compat.first_pass_checkpoint_kept():  # what runs next in this batch needs the first pass's model
         outcome = _run(p, pictures, indices, params)
-    for position, index in enumerate(indices):
-        p._hires_upscale_done[index] = outcome if isinstance(outcome, str) else outcome[position]
-        if not isinstance(outcome, str):
-            images[position] = compat.image_to_tensor(outcome[position].image)
+    if isinstance(outcome, str):  # why they stayed small, for each image's infotext
+        p._hires_upscale_done.update(dict.fromkeys(indices, outcome))
+        return
+    for position, (index, result) in enumerate(zip(indices, outcome, strict=True)):
+        p._hires_upscale_done[index] = result
+        images[position] = compat.image_to_tensor(result.image)
 
 
 def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresParams) -> list[Result] | str:
     """The pipeline over images of the job (at `indices`), or why it failed: the first pass's images
     are then kept, and the reason goes into their infotext."""
     try:
-        pipeline = Pipeline(upscaler_for(params),
-                            WebUIBackend([Generation.from_processing(p, index, params) for index in indices]))
+        pipeline = Pipeline(upscaler_for(params), WebUIBackend(Generation.of_images(p, indices, params)))
         if compat.opt("hires_upscale_save_first_pass", False):
             for image, index in zip(images, indices, strict=True):
                 compat.save_first_pass(p, image, index)
