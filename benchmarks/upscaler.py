@@ -102,7 +102,7 @@ def worker(spec: dict) -> dict:
             return upscaler.upscale(image, size)
         warmup = variant != "reference"
         grid = upscaler.grid_for(image.width, image.height)
-        facts = {"dtype": upscaler.facts.dtype, "tile": grid.tile_size, "tiles": len(grid)}
+        facts = {"dtype": str(upscaler.dtype).removeprefix("torch."), "tile": grid.tile_size, "tiles": len(grid)}
     if warmup:
         run()
     times = []

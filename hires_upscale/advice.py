@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Level = Literal["info", "warning"]
+#: "error": the run is refused (only the page evaluates those: the core refuses before it advises)
+Level = Literal["info", "warning", "error"]
 
 #: Upscaling by more than this per side in one pass invents structure.
 MAX_COMFORTABLE_PASS_SCALE = 2.0
@@ -62,10 +63,12 @@ RULES: tuple[Rule, ...] = (
         "Latent upscalers need denoise of at least 0.5: at {denoise} the result will be blurry. "
         "Raise denoise to 0.5-0.7, or pick an ESRGAN-family upscaler.",
     ),
+    # The parameters' validation refuses this run (HiresParams.errors); the page shows why as it is typed.
     Rule(
-        "latent_without_second_pass", "warning", "denoise",
+        "latent_without_second_pass", "error", "denoise",
         (("upscaler_kind", "==", "latent"), ("second_pass", "==", False)),
-        "A Latent upscaler only works with a second pass: set denoise to 0.5 or more.",
+        "A Latent upscaler upscales inside the second pass: at denoise 0 nothing would be upscaled, so the run "
+        "is refused. Set denoise to 0.5 or more, or pick an ESRGAN-family upscaler.",
     ),
     Rule(
         "high_denoise", "warning", "denoise",

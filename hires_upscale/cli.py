@@ -16,13 +16,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
+
 from . import __version__
+from .batch import Skipped, run_files
 from .errors import FieldError, HiresUpscaleError, ParamsError
 from .folders import OutputClashError, image_files, plan_jobs
-from .images import open_image, save_png, text_chunks
 from .infotext import format_fields
 from .params import HiresParams
-from .pipeline import Pipeline
+from .pipeline import Pipeline, Result
 from .upscaler import PRECISIONS, resolve_upscaler
 
 #: PNG text chunk holding what this tool did (the WebUI's "parameters" are left as they were).
@@ -98,29 +100,29 @@ def upscale_command(args: argparse.Namespace) -> int:
         return 1
     args.output_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(lambda _name: upscaler, backend=None, snap_multiple=1)
+
+    def upscale(image: Image.Image, source: Path) -> tuple[Result, dict[str, str]]:
+        result = pipeline.run(image, params)
+        return result, {TEXT_KEY: format_fields({
+            "model": upscaler.name, "from": "x".join(map(str, image.size)),
+            "to": "x".join(map(str, result.image.size)), "fit": params.fit,
+            "sharpen": params.sharpen_strength if params.sharpen else 0,
+        })}
+
     failed = 0
-    for source, output in ((job.source, job.output) for job in jobs):
-        try:
-            if output.exists() and not args.overwrite:
-                print(f"skip {source}: {output} exists (--overwrite replaces it)")
-                continue
-            image = open_image(source)
-            result = pipeline.run(image, params)
-            text = text_chunks(image)
-            text[TEXT_KEY] = format_fields({
-                "model": upscaler.name, "from": "x".join(map(str, image.size)),
-                "to": "x".join(map(str, result.image.size)), "fit": params.fit,
-                "sharpen": params.sharpen_strength if params.sharpen else 0,
-            })
-            save_png(result.image, output, text=text, overwrite=args.overwrite)
-            (w, h), (tw, th) = image.size, result.image.size
-            print(f"{source} {w}x{h} -> {output} {tw}x{th}")
-            # What the file held that the output does not (frames, oversized text): said, not silent.
-            for notice in result.notices:
-                print(f"{notice.level}: {source}: {notice.message}", file=sys.stderr)
-        except HiresUpscaleError as error:
-            failed += 1
-            print(f"error: {source}: {error}", file=sys.stderr)
+    for outcome in run_files(jobs, upscale, existing="replace" if args.overwrite else "skip"):
+        if isinstance(outcome, Skipped):
+            if outcome.failed:
+                failed += 1
+                print(f"error: {outcome.source}: {outcome.reason}", file=sys.stderr)
+            else:
+                print(f"skip {outcome.source}: {outcome.reason} (--overwrite replaces it)")
+            continue
+        (w, h), (tw, th) = outcome.result.plan.source, outcome.result.image.size
+        print(f"{outcome.source} {w}x{h} -> {outcome.output} {tw}x{th}")
+        # What the file held that the output does not (frames, oversized text): said, not silent.
+        for notice in outcome.result.notices:
+            print(f"{notice.level}: {outcome.source}: {notice.message}", file=sys.stderr)
     return 1 if failed else 0
 
 

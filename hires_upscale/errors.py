@@ -71,6 +71,24 @@ class OutputExistsError(HiresUpscaleError):
         self.path = Path(path)
 
 
+class UpscalerFailed(HiresUpscaleError):
+    """An upscaler ran but did not upscale (the WebUI's own upscalers log their error and hand the
+    input back); the run must not pass a plain resize off as that upscaler's work."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"the upscaler {name} failed: {reason}")
+        self.name, self.reason = name, reason
+
+
+class SecondPassFailed(HiresUpscaleError):
+    """The host's img2img ended without the images it was asked for (typically an extension
+    running in the pass stopped it); the first pass's images are kept."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the second pass failed: {reason}")
+        self.reason = reason
+
+
 class Interrupted(HiresUpscaleError):
     """The caller asked to stop; raised between tiles or steps, never mid-write."""
 

@@ -1,8 +1,9 @@
 """Reading images the way people expect, and writing them without losing anything.
 
 Outputs are written to a temporary file beside the target and moved into place,
-so a crash leaves either the old state or a complete file, never half of one.
-Unless asked to, an existing file is never replaced.
+so a crash leaves either the old state or a complete file, never half of one (a process
+killed mid-write may leave its hidden `.NAME.*.tmp` behind; nothing but our own
+temporary file is ever removed). Unless asked to, an existing file is never replaced.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import base64
 import binascii
 import io
 import os
+import secrets
 import struct
-import tempfile
 import zlib
-from glob import escape as glob_escape
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -206,11 +207,16 @@ def save_png(
             info.add_text(key, value)
         else:
             info.add_itxt(key, value)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    temp = Path(temp_name)
+    return write_atomically(path, lambda stream: image.save(stream, format="PNG", pnginfo=info), overwrite=overwrite)
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None], *, overwrite: bool) -> Path:
+    """`write(stream)` into a temporary file beside `path`, then moved to `path`: readers see the old
+    file or the whole new one. Refuses with `OutputExistsError` to replace a file unless `overwrite`."""
+    handle, temp = _create_temporary(path)
     try:
         with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG", pnginfo=info)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         if overwrite:
@@ -223,14 +229,20 @@ def save_png(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _remove_leftovers(path)
     return path
 
 
-def _remove_leftovers(path: Path) -> None:
-    """Temporary files of earlier writes of `path` that a killed process left behind."""
-    for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
-        leftover.unlink(missing_ok=True)
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new hidden file beside `path`, ours alone, created with the mode the umask gives (the
+    WebUI's own files are 0644 under the usual umask; `mkstemp`'s 0600 would hide ours from a
+    gallery or a share). Only this name is ever removed: other writers' files are theirs."""
+    for _ in range(100):
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def _move_without_replacing(temp: Path, path: Path) -> None:

@@ -468,3 +468,49 @@ def needs_tiling(width: int, height: int, free_bytes: int | None, *, dtype_bytes
     if free_bytes is None:
         return False
     return second_pass_bytes(width, height, dtype_bytes=dtype_bytes) > free_bytes * MEMORY_HEADROOM
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    """What the host knows about memory before a pass."""
+
+    #: bytes free on the device; None where no reliable number exists (the CPU, MPS)
+    free_bytes: int | None
+    #: bytes per value of the VAE, whose decode is the pass's largest allocation
+    dtype_bytes: int = 2
+
+
+class TilingPolicy:
+    """When the second pass runs tiled, and what running out of memory teaches: one per WebUI
+    session, so that a size that ran out of memory once starts tiled from then on.
+
+    `mode` is the parameters' `tiled`: auto, on or off.
+    """
+
+    def __init__(self) -> None:
+        #: the fewest target pixels whose untiled pass ran out of memory
+        self.out_of_memory_from: float = math.inf
+
+    def batch_together(self, mode: str, size: tuple[int, int], count: int, memory: MemoryFacts) -> bool:
+        """Whether `count` images go through one untiled pass: never tiled ("on"), and only where they fit."""
+        if mode == "on" or count < 2:
+            return False
+        width, height = size
+        return not needs_tiling(width, height * count, memory.free_bytes, dtype_bytes=memory.dtype_bytes)
+
+    def tiled(self, mode: str, size: tuple[int, int], count: int, memory: MemoryFacts) -> bool:
+        """Whether a pass over `count` images of `size` starts tiled (a batch that would need it runs
+        one image at a time instead: `batch_together`)."""
+        if mode != "auto":
+            return mode == "on"
+        width, height = size
+        return count == 1 and (width * height >= self.out_of_memory_from
+                               or needs_tiling(width, height, memory.free_bytes, dtype_bytes=memory.dtype_bytes))
+
+    def retry_tiled(self, mode: str, size: tuple[int, int], count: int, *, was_tiled: bool) -> bool:
+        """After an out-of-memory error: whether to run the pass again tiled. Only "auto" retries, only
+        an untiled single image, and the size is remembered."""
+        if mode != "auto" or was_tiled or count > 1:
+            return False
+        self.out_of_memory_from = min(self.out_of_memory_from, size[0] * size[1])
+        return True

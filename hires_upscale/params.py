@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +62,7 @@ def _spec(
     choices: tuple[str, ...] | None = None,
     zero_means: str | None = None,
     aliases: Mapping[Any, str] | None = None,
+    applies: Callable[[HiresParams], bool] | None = None,
 ) -> Any:
     """A dataclass field carrying the facts every entry point needs about it: validation,
     the infotext key, the JSON schema, and the UI control (label, range, step, hover hint)."""
@@ -77,8 +78,22 @@ def _spec(
         # older spellings still accepted (API clients, pasted infotext of earlier versions); a None
         # alias makes the field nullable in JSON
         "aliases": dict(aliases or {}),
+        # whether a run with these parameters uses this field at all (the infotext says only what was used)
+        "applies": applies or _always,
     }
     return field(default=default, metadata=meta)
+
+
+def _always(params: HiresParams) -> bool:
+    return True
+
+
+def _in_mode(mode: str) -> Callable[[HiresParams], bool]:
+    return lambda params: params.resize_mode == mode
+
+
+def _with_second_pass(params: HiresParams) -> bool:
+    return params.denoise > 0
 
 
 #: JSON null for a text override means "the same as the first pass", like the empty string.
@@ -101,23 +116,28 @@ class HiresParams:
         help="scale: multiply the size; size: reach width x height; preset: a named preset.",
     )
     scale: float = _spec(2.0, key="scale", minimum=1.0, maximum=8.0, step=0.05, label="Scale",
-                         help="Scale factor per side; more than 2 in one pass invents structure.")
+                         help="Scale factor per side; more than 2 in one pass invents structure.",
+                         applies=_in_mode("scale"))
     width: int = _spec(
         0, key="width", minimum=0, maximum=16384, step=64, zero_means="from the height and the aspect",
         label="Width (0 = from aspect)",
         help="Target width in pixels (resize mode 'size'), snapped to a multiple of 64.",
+        applies=_in_mode("size"),
     )
     height: int = _spec(
         0, key="height", minimum=0, maximum=16384, step=64, zero_means="from the width and the aspect",
         label="Height (0 = from aspect)",
         help="Target height in pixels (resize mode 'size'), snapped to a multiple of 64.",
+        applies=_in_mode("size"),
     )
     preset: str = _spec("", key="preset", label="Preset",
-                        help="Preset name (resize mode 'preset'), e.g. '2x' or 'Portrait 2:3'.")
+                        help="Preset name (resize mode 'preset'), e.g. '2x' or 'Portrait 2:3'.",
+                        applies=_in_mode("preset"))
     fit: str = _spec(
         "crop", key="fit", choices=FIT_MODES, label="When the aspect differs",
         help="When the target aspect differs: crop (fill and crop), fill (fit and extend the "
         "edges) or stretch.",
+        applies=lambda params: params.resize_mode != "scale",
     )
     denoise: float = _spec(
         0.3, key="denoise", minimum=0.0, maximum=1.0, step=0.01, zero_means="upscale only, no second pass",
@@ -128,16 +148,20 @@ class HiresParams:
     hires_steps: int = _spec(
         0, key="steps", minimum=0, maximum=150, step=1, zero_means="same as the first pass", label="Hires steps",
         help="Sampling steps of the second pass; 0 = the same as the first pass. 10-20 is plenty.",
+        applies=_with_second_pass,
     )
     sampler: str = _spec("", key="sampler", label="Hires sampler", aliases=_NULL_IS_EMPTY,
-                         help="Sampler of the second pass; empty = the same as the first pass.")
+                         help="Sampler of the second pass; empty = the same as the first pass.",
+                         applies=_with_second_pass)
     scheduler: str = _spec("", key="scheduler", label="Hires schedule type", aliases=_NULL_IS_EMPTY,
-                           help="Scheduler of the second pass; empty = the same as the first pass.")
+                           help="Scheduler of the second pass; empty = the same as the first pass.",
+                           applies=_with_second_pass)
     tiled: str = _spec(
         "auto", key="tiled", choices=TILED_MODES, label="Tiled (low VRAM)",
         aliases={True: "on", False: "off", "true": "on", "false": "off", "True": "on", "False": "off"},
         help="Low-VRAM mode for the second pass (tiled VAE and UNet). auto: only when it would not fit in free "
         "GPU memory, or after running out of it; on: always (4-8 GB cards, very large targets); off: never.",
+        applies=_with_second_pass,
     )
     tile_size: int = _spec(
         0, key="tile size", minimum=0, maximum=4096, step=32, zero_means="chosen from free memory",
@@ -149,6 +173,7 @@ class HiresParams:
     sharpen_strength: float = _spec(
         0.3, key="sharpen strength", minimum=0.0, maximum=1.0, step=0.05, label="Sharpen strength",
         help="Unsharp mask amount (0.3 = 30%).",
+        applies=lambda params: params.sharpen,
     )
     # The second pass's overrides: empty, 0 or -1 mean "the same as the first pass" (or, for an
     # existing image, as its PNG info says).
@@ -156,24 +181,29 @@ class HiresParams:
         "", key="checkpoint", label="Hires checkpoint", aliases=_NULL_IS_EMPTY,
         help="Checkpoint of the second pass; empty = the same as the first pass. Loaded once per batch; the "
         "first pass's checkpoint is back afterwards.",
+        applies=_with_second_pass,
     )
     prompt: str = _spec(
         "", key="prompt", label="Hires prompt", aliases=_NULL_IS_EMPTY,
         help="Prompt of the second pass; empty = the same as the first pass. [prompt] stands for the first "
         "pass's prompt, so '[prompt], sharp focus' appends. LoRA tags work here too.",
+        applies=_with_second_pass,
     )
     negative_prompt: str = _spec(
         "", key="negative", label="Hires negative prompt", aliases=_NULL_IS_EMPTY,
         help="Negative prompt of the second pass; empty = the same as the first pass. [prompt] stands for "
         "the first pass's negative prompt.",
+        applies=_with_second_pass,
     )
     cfg_scale: float = _spec(
         0.0, key="cfg", minimum=0.0, maximum=30.0, step=0.5, zero_means="the same as the first pass",
         label="Hires CFG scale (0 = same)", help="CFG scale of the second pass; 0 = the same as the first pass.",
+        applies=_with_second_pass,
     )
     seed: int = _spec(
         -1, key="seed", minimum=-1, maximum=MAX_SEED, step=1, label="Hires seed (-1 = same)",
         help="Seed of the second pass; -1 = the image's own. In a batch, image n gets this seed + n.",
+        applies=_with_second_pass,
     )
 
     # -- construction -------------------------------------------------------
@@ -218,6 +248,11 @@ class HiresParams:
             errors.append(FieldError("width", 0, "a width or a height above 0 in resize mode 'size'"))
         if self.resize_mode == "preset" and not self.preset:
             errors.append(FieldError("preset", self.preset, "a preset name in resize mode 'preset'"))
+        if self.enabled and self.upscaler_kind == "latent" and self.denoise == 0:
+            # A latent mode upscales inside the second pass: without one, nothing would be upscaled.
+            errors.append(FieldError("denoise", 0, "above 0 with a Latent upscaler, which upscales inside the "
+                                     "second pass (0.5-0.7); to upscale only, pick an ESRGAN-family or Lanczos "
+                                     "upscaler"))
         return errors
 
     def check(self) -> None:
@@ -249,18 +284,27 @@ class HiresParams:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def applies(self, name: str) -> bool:
+        """Whether a run with these parameters uses field `name` (a scale in resize mode 'size' does not)."""
+        return bool(self.__dataclass_fields__[name].metadata["applies"](self))
+
+    def used(self) -> HiresParams:
+        """These parameters as a run uses them: the fields that do not apply at their defaults."""
+        return dataclasses.replace(self, **{spec.name: spec.default for spec in dataclasses.fields(self)
+                                            if not self.applies(spec.name)})
+
     def infotext_fields(self) -> dict[str, str]:
         """Key/values for the WebUI's infotext (`p.extra_generation_params`).
 
-        Always the essentials, plus every other field that differs from its
-        default, so that `from_infotext_fields` gives back the same parameters.
+        Only what the run uses: the essentials, plus every other field that applies and differs
+        from its default, so that `from_infotext_fields` gives back `self.used()`.
         """
-        always = {"enabled", "upscaler", "resize_mode", "denoise", "hires_steps"}
-        default = HiresParams()
+        essentials = {"enabled", "upscaler", "resize_mode", "denoise", "hires_steps"}
+        used, default = self.used(), HiresParams()
         fields: dict[str, str] = {}
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            if spec.name not in always and value == getattr(default, spec.name):
+        for spec in dataclasses.fields(used):
+            value = getattr(used, spec.name)
+            if not used.applies(spec.name) or (spec.name not in essentials and value == getattr(default, spec.name)):
                 continue
             fields[spec.metadata["key"]] = _to_text(value)
         return fields

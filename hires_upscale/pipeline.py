@@ -18,7 +18,7 @@ from .advice import Advice
 from .errors import Interrupted
 from .images import notices
 from .params import HiresParams
-from .plan import Plan, make_plan
+from .plan import REACHED_FROM_KEY, REACHED_TO_KEY, SECOND_PASS, SHARPEN, UPSCALE, Plan, make_plan
 from .resolution import SNAP_MULTIPLE, apply_fit
 from .sharpen import sharpen
 from .upscaler import ImageUpscaler, LanczosUpscaler
@@ -27,7 +27,6 @@ from .upscaler import ImageUpscaler, LanczosUpscaler
 Progress = Callable[[str, int, int], None]
 ShouldStop = Callable[[], bool]
 
-UPSCALE, SECOND_PASS, SHARPEN = "upscale", "second pass", "sharpen"
 STAGES = (UPSCALE, SECOND_PASS, SHARPEN)
 #: What transparent pixels become before a second pass, unless the backend names its own
 #: `background` (the WebUI's img2img flattens onto its "img2img_background_color", white by default).
@@ -71,7 +70,15 @@ class Result:
 
     @property
     def infotext_fields(self) -> dict[str, str]:
-        return self.plan.infotext_fields()
+        """The plan's fields, with the size this image really reached (an interrupt may leave it
+        smaller than the plan's target); none of the sizes when no stage ran."""
+        fields = self.plan.infotext_fields()
+        if not self.stages:
+            fields.pop(REACHED_FROM_KEY, None)
+            fields.pop(REACHED_TO_KEY, None)
+        else:
+            fields[REACHED_TO_KEY] = f"{self.image.width}x{self.image.height}"
+        return fields
 
     @property
     def advice(self) -> list[dict[str, str]]:
@@ -122,7 +129,7 @@ class Pipeline:
 
     def plan(self, image: Image.Image, params: HiresParams, *, first_pass_steps: int | None = None) -> Plan:
         return make_plan(image.size, params, self.model_family, first_pass_steps=first_pass_steps,
-                         multiple=self.snap_multiple)
+                         multiple=self.snap_multiple, has_second_pass=self.backend is not None)
 
     def run(
         self,
@@ -133,32 +140,33 @@ class Pipeline:
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
     ) -> Result:
-        return self.run_batch([image], params, first_pass_steps=first_pass_steps, progress=progress,
-                              should_stop=should_stop)[0]
+        plan = self.plan(image, params, first_pass_steps=first_pass_steps)
+        return self.run_batch([image], plan, progress=progress, should_stop=should_stop)[0]
 
     def run_batch(
         self,
         images: list[Image.Image],
-        params: HiresParams,
+        plan: Plan,
         *,
-        first_pass_steps: int | None = None,
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
     ) -> list[Result]:
-        """Images of one size (a WebUI batch) through the stages; the second pass takes them together.
+        """Images of the plan's source size (a WebUI batch) through `plan.stages`; the second pass
+        takes them together.
 
         An interrupt leaves every image at the last stage all of them finished.
         """
-        if len({image.size for image in images}) > 1:
-            raise ValueError("run_batch takes images of one size; run images of other sizes one by one")
-        plan = self.plan(images[0], params, first_pass_steps=first_pass_steps)
+        if any(image.size != plan.source for image in images):
+            raise ValueError(f"run_batch takes images of the plan's size {plan.source}; plan other sizes apart")
         report = progress or _no_progress
         stop = should_stop or _never_stop
+        stages = plan.stages
+        params = plan.params
         results = [Result(image, plan, notices=notices(image)) for image in images]
         try:
-            if plan.upscaler_kind != "latent" or self.backend is None:
+            if UPSCALE in stages:
                 _finished(results, UPSCALE, [self._upscale(result.image, plan, report, stop) for result in results])
-            if plan.second_pass and self.backend is not None:
+            if SECOND_PASS in stages and self.backend is not None:
                 for result in results:
                     if result.image.mode in ("RGBA", "LA"):
                         result.image, notice = _flatten(result.image, getattr(self.backend, "background",
@@ -174,7 +182,7 @@ class Pipeline:
                     progress=lambda done, total: report(SECOND_PASS, done, total), should_stop=stop, notify=notify,
                 )
                 _finished(results, SECOND_PASS, passed)
-            if params.sharpen and params.sharpen_strength > 0:
+            if SHARPEN in stages:
                 if stop():
                     raise Interrupted("stopped before sharpening")
                 _finished(results, SHARPEN, [sharpen(result.image, params.sharpen_strength) for result in results])

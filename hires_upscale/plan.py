@@ -10,6 +10,10 @@ from .advice import Advice
 from .params import HiresParams, UpscalerKind
 from .resolution import DEFAULT_MAX_PIXELS, SNAP_MULTIPLE, ModelFamily, ResizePlan, Size, family, plan_resize
 
+UPSCALE, SECOND_PASS, SHARPEN = "upscale", "second pass", "sharpen"
+#: Infotext keys of the sizes a result was upscaled from and to.
+REACHED_FROM_KEY, REACHED_TO_KEY = "Hires upscale from", "Hires upscale to"
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -23,6 +27,8 @@ class Plan:
     advice: tuple[Advice, ...]
     #: steps of the first pass, when the caller knows them
     first_pass_steps: int | None = None
+    #: whether a second pass can run at all (a host with a diffusion model; not the command line)
+    has_second_pass: bool = True
 
     @property
     def source(self) -> Size:
@@ -41,6 +47,16 @@ class Plan:
         """Denoise 0 means "upscale only"."""
         return self.params.denoise > 0
 
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this run goes through, in order: every front end counts progress from these."""
+        second_pass = self.second_pass and self.has_second_pass
+        # a latent mode upscales inside the second pass; without one, it is a plain resize
+        upscale = self.upscaler_kind != "latent" or not self.has_second_pass
+        sharpen = self.params.sharpen and self.params.sharpen_strength > 0
+        return tuple(stage for stage, runs in ((UPSCALE, upscale), (SECOND_PASS, second_pass), (SHARPEN, sharpen))
+                     if runs)
+
     def facts(self) -> dict[str, Any]:
         return plan_facts(self.params, self.resize, self.family, self.first_pass_steps)
 
@@ -49,8 +65,8 @@ class Plan:
         fields = self.params.infotext_fields()
         w, h = self.source
         tw, th = self.target
-        fields["Hires upscale from"] = f"{w}x{h}"
-        fields["Hires upscale to"] = f"{tw}x{th}"
+        fields[REACHED_FROM_KEY] = f"{w}x{h}"
+        fields[REACHED_TO_KEY] = f"{tw}x{th}"
         return fields
 
 
@@ -86,6 +102,7 @@ def make_plan(
     first_pass_steps: int | None = None,
     multiple: int = SNAP_MULTIPLE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    has_second_pass: bool = True,
 ) -> Plan:
     """Validate the parameters and plan one run from an image of `source` size.
 
@@ -107,4 +124,5 @@ def make_plan(
     )
     steps = params.hires_steps or first_pass_steps
     facts = plan_facts(params, resize, model_family, first_pass_steps)
-    return Plan(params, model_family, resize, steps, tuple(advice_rules.evaluate(facts)), first_pass_steps)
+    return Plan(params, model_family, resize, steps, tuple(advice_rules.evaluate(facts)), first_pass_steps,
+                has_second_pass)

@@ -13,7 +13,6 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -62,21 +61,6 @@ class LanczosUpscaler:
         if progress is not None:
             progress(1, 1)
         return result
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What a loaded model is and how it will run; read by UI, API and logs."""
-
-    path: Path
-    architecture: str
-    scale: int
-    input_channels: int
-    output_channels: int
-    supports_half: bool
-    supports_bfloat16: bool
-    device: str
-    dtype: str
 
 
 def overlap_for(tile_size: int) -> int:
@@ -148,14 +132,6 @@ class ModelUpscaler:
         self.scale: int = descriptor.scale  # type: ignore[attr-defined]
         #: spandrel's SizeRequirements: minimum side, multiple_of, square
         self._requirements = descriptor.size_requirements  # type: ignore[attr-defined]
-
-    @property
-    def facts(self) -> ModelFacts:
-        d = self.descriptor
-        return ModelFacts(
-            self.path, d.architecture.name, self.scale, d.input_channels, d.output_channels,  # type: ignore[attr-defined]
-            d.supports_half, d.supports_bfloat16, str(self.device), str(self.dtype).removeprefix("torch."),  # type: ignore[attr-defined]
-        )
 
     def auto_tile_size(self, width: int, height: int) -> int:
         """The largest tile whose activations fit in a share of free memory."""

@@ -296,7 +296,8 @@
         presetButtons(tab);
         // Gradio changes values in many ways (dropdowns, paste, "send to", its own updates) and not
         // all of them fire DOM events at a useful moment, so watch the values themselves: a few
-        // reads four times a second, and a render only when something changed.
+        // reads four times a second, and a render only when something changed. Only while our
+        // controls are on screen: a closed accordion or another tab costs nothing.
         let last = "";
         const refresh = function () {
             const key = JSON.stringify([readParams(tab), readSource(tab), readNumber(tab + "_steps")]);
@@ -305,9 +306,31 @@
                 HU.render(tab);
             }
         };
-        setInterval(refresh, 250);
+        let timer = null;
+        const watch = function (visible) {
+            if (visible && timer === null) {
+                refresh();
+                timer = setInterval(refresh, 250);
+            } else if (!visible && timer !== null) {
+                clearInterval(timer);
+                timer = null;
+            }
+        };
+        HU.watching[tab] = () => timer !== null;
+        const shown = element("hires_upscale_" + tab + "_advice");
+        if (shown && typeof IntersectionObserver === "function") {
+            new IntersectionObserver((entries) => watch(entries[entries.length - 1].isIntersecting)).observe(shown);
+        } else {
+            watch(true);
+        }
+        // what the user types shows at once, polling or not
+        accordion.addEventListener("input", refresh);
+        accordion.addEventListener("change", refresh);
         refresh();
     };
+
+    //: tab -> whether the page is watching that tab's controls now (they are on screen)
+    HU.watching = {};
 
     HU.start = function () {
         fetch("./hires-upscale/v1/options").then((r) => r.json()).then((options) => {

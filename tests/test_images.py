@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 from conftest import PARAMETERS, noise_image
 from PIL import Image, PngImagePlugin
@@ -31,6 +34,24 @@ def test_never_replaces_a_file_unless_asked(tmp_path):
 
 @pytest.mark.reliability(area="Images", tried="palette, 16-bit, CMYK and EXIF-rotated inputs",
                          expected="read as 8-bit RGB/L, upright")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        written = save_png(noise_image(8, 8), tmp_path / "out.png")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(written.stat().st_mode) == mode
+
+
+def test_a_save_leaves_other_writers_temporary_files_alone(tmp_path):
+    theirs = tmp_path / ".x.png.0123abcd.tmp"  # another process writing x.png right now
+    theirs.write_bytes(b"half")
+    save_png(noise_image(8, 8), tmp_path / "x.png")
+    assert theirs.read_bytes() == b"half"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.png.0123abcd.tmp", "x.png"]
+
+
 def test_modes_and_orientation(tmp_path):
     palette = noise_image(10, 10).convert("P")
     palette.save(tmp_path / "p.png")

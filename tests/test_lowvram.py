@@ -238,3 +238,28 @@ def test_a_users_tile_size_in_pixels_becomes_latent_tiles():
     settings = TileSettings.for_tile_size(768)
     assert (settings.vae_tile, settings.unet_tile, settings.vae_overlap) == (96, 96, 24)
     assert TileSettings.for_tile_size(64).unet_tile == 32  # never smaller than 256 px
+
+
+def test_the_tiling_policy_tiles_what_does_not_fit_and_learns_from_running_out_of_memory():
+    from hires_upscale.lowvram import MemoryFacts, TilingPolicy, second_pass_bytes
+
+    policy = TilingPolicy()
+    cpu = MemoryFacts(None)  # no reliable number: never tiles on a guess
+    roomy = MemoryFacts(10 * second_pass_bytes(1024, 1024))
+    tight = MemoryFacts(second_pass_bytes(1024, 1024) // 2)
+    assert not policy.tiled("auto", (1024, 1024), 1, cpu) and not policy.tiled("auto", (1024, 1024), 1, roomy)
+    assert policy.tiled("auto", (1024, 1024), 1, tight)
+    assert policy.tiled("on", (64, 64), 1, roomy) and not policy.tiled("off", (4096, 4096), 1, tight)
+    # a batch runs together where it fits, else one image at a time; never together when tiled is on
+    assert policy.batch_together("auto", (1024, 1024), 4, roomy) and not policy.batch_together("auto", (1024, 1024),
+                                                                                                 12, roomy)
+    assert not policy.batch_together("on", (64, 64), 2, roomy) and not policy.batch_together("auto", (64, 64), 1, roomy)
+    # after an out-of-memory error: only auto retries, only untiled single images, and the size is remembered
+    assert not policy.retry_tiled("off", (1024, 1024), 1, was_tiled=False)
+    assert not policy.retry_tiled("auto", (1024, 1024), 1, was_tiled=True)
+    assert not policy.retry_tiled("auto", (1024, 1024), 2, was_tiled=False)
+    assert not policy.tiled("auto", (1024, 1024), 1, cpu)
+    assert policy.retry_tiled("auto", (1024, 1024), 1, was_tiled=False)
+    assert policy.tiled("auto", (1024, 1024), 1, cpu) and policy.tiled("auto", (2048, 1024), 1, cpu)
+    assert not policy.tiled("auto", (1024, 768), 1, cpu)  # smaller than what ran out: untiled still
+    assert not TilingPolicy().tiled("auto", (1024, 1024), 1, cpu)  # another session has learnt nothing

@@ -4,7 +4,7 @@ import json
 
 import jsonschema
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from hires_upscale.errors import ParamsError
@@ -103,9 +103,36 @@ params_strategy = st.builds(
 
 @given(params_strategy)
 def test_infotext_round_trip_through_the_webui_line_format(params):
+    assume(not params.errors())
     line = "Steps: 20, Sampler: Euler a, CFG scale: 7, " + format_fields(params.infotext_fields())
     parsed = parse_fields(line)
-    assert HiresParams.from_infotext_fields(parsed) == params
+    assert HiresParams.from_infotext_fields(parsed) == params.used()
+
+
+def test_infotext_says_only_what_the_run_used():
+    # The accordion always sends its preset dropdown's value, "2x", also in resize mode "scale".
+    fields = HiresParams(enabled=True, upscaler="Lanczos", preset="2x", scale=1.5, width=768,
+                         sharpen_strength=0.6, fit="stretch").infotext_fields()
+    assert "Hires upscale preset" not in fields and "Hires upscale width" not in fields
+    assert "Hires upscale sharpen strength" not in fields and "Hires upscale fit" not in fields
+    assert fields["Hires upscale scale"] == "1.5"
+    in_size = HiresParams(enabled=True, resize_mode="size", width=768, scale=3).infotext_fields()
+    assert in_size["Hires upscale width"] == "768" and "Hires upscale scale" not in in_size
+    upscale_only = HiresParams(enabled=True, denoise=0, hires_steps=12, sampler="Euler", seed=5, tiled="on",
+                               prompt="[prompt], sharp").infotext_fields()
+    assert upscale_only["Hires upscale denoise"] == "0"
+    assert not {"Hires upscale steps", "Hires upscale sampler", "Hires upscale seed", "Hires upscale tiled",
+                "Hires upscale prompt"} & set(upscale_only)
+
+
+def test_latent_upscaler_without_a_second_pass_is_refused():
+    # A latent mode upscales inside the second pass: at denoise 0 nothing would be upscaled.
+    with pytest.raises(ParamsError) as refused:
+        HiresParams.from_mapping({"enabled": True, "upscaler": "Latent (bicubic)", "denoise": 0})
+    assert [e.field for e in refused.value.errors] == ["denoise"]
+    assert "Latent" in refused.value.errors[0].allowed
+    HiresParams.from_mapping({"enabled": False, "upscaler": "Latent", "denoise": 0})  # off: nothing runs
+    HiresParams.from_mapping({"enabled": True, "upscaler": "Lanczos", "denoise": 0})  # upscale only
 
 
 def test_infotext_never_uses_the_webuis_own_hires_keys():

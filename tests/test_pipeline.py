@@ -171,7 +171,8 @@ def test_a_second_pass_gets_the_image_flattened_onto_the_background(mode, backgr
 def test_a_batch_goes_through_one_second_pass_and_each_image_keeps_its_own_pixels():
     backend = RecordingImg2Img()
     sources = [noise_image(64, 48, seed=seed) for seed in (1, 2, 3)]
-    results = lanczos_pipeline(backend).run_batch(sources, HiresParams(hires_steps=2, sharpen=True))
+    pipeline = lanczos_pipeline(backend)
+    results = pipeline.run_batch(sources, pipeline.plan(sources[0], HiresParams(hires_steps=2, sharpen=True)))
     assert backend.batches == [3]
     assert [r.image.size for r in results] == [(128, 128)] * 3  # 96 snapped to 128
     assert [r.stages for r in results] == [[UPSCALE, SECOND_PASS, SHARPEN]] * 3
@@ -184,13 +185,29 @@ def test_an_interrupt_in_a_batch_leaves_every_image_at_the_stage_all_finished():
     backend = RecordingImg2Img()
     calls = iter(range(1000))
     # the second image's upscale asks whether to stop: the first one is upscaled by then
-    results = lanczos_pipeline(backend).run_batch(
-        [noise_image(64, 64, seed=1), noise_image(64, 64, seed=2)], HiresParams(),
-        should_stop=lambda: next(calls) >= 1)
+    pipeline = lanczos_pipeline(backend)
+    images = [noise_image(64, 64, seed=1), noise_image(64, 64, seed=2)]
+    results = pipeline.run_batch(images, pipeline.plan(images[0], HiresParams()), should_stop=lambda: next(calls) >= 1)
     assert all(r.interrupted and r.stages == [] for r in results)
     assert [r.image.size for r in results] == [(64, 64), (64, 64)]
 
 
 def test_a_batch_of_different_sizes_is_refused():
-    with pytest.raises(ValueError, match="one size"):
-        lanczos_pipeline().run_batch([noise_image(64, 64), noise_image(32, 64)], HiresParams())
+    pipeline = lanczos_pipeline()
+    plan = pipeline.plan(noise_image(64, 64), HiresParams())
+    with pytest.raises(ValueError, match="the plan's size"):
+        pipeline.run_batch([noise_image(64, 64), noise_image(32, 64)], plan)
+
+
+@pytest.mark.parametrize("params, with_backend, stages", [
+    (HiresParams(upscaler="Lanczos"), True, [UPSCALE, SECOND_PASS]),
+    (HiresParams(upscaler="Lanczos", denoise=0, sharpen=True), True, [UPSCALE, SHARPEN]),
+    (HiresParams(upscaler="Lanczos", sharpen=True, sharpen_strength=0), True, [UPSCALE, SECOND_PASS]),
+    (HiresParams(upscaler="Latent (bicubic)", denoise=0.6), True, [SECOND_PASS]),  # upscaled in the pass
+    (HiresParams(upscaler="Lanczos"), False, [UPSCALE]),  # no backend: the command line
+])
+def test_the_plan_names_the_stages_that_run_and_the_run_goes_through_exactly_those(params, with_backend, stages):
+    pipeline = lanczos_pipeline(RecordingImg2Img() if with_backend else None)
+    plan = pipeline.plan(noise_image(64, 64), params)
+    assert list(plan.stages) == stages
+    assert pipeline.run_batch([noise_image(64, 64)], plan)[0].stages == stages

@@ -35,7 +35,7 @@ def fresh_cache():
 
 def test_rrdb_4x_gives_exactly_the_requested_size_and_is_not_lanczos(rrdb_small):
     up = load_model(rrdb_small, device="cpu", precision="fp32")
-    assert (up.scale, up.facts.architecture, up.facts.dtype) == (4, "ESRGAN", "float32")
+    assert (up.scale, up.descriptor.architecture.name, up.dtype) == (4, "ESRGAN", torch.float32)
     image = noise_image(40, 30)
     for size in [(160, 120), (80, 60), (123, 77)]:
         result = up.upscale(image, size)
@@ -49,7 +49,7 @@ def test_compact_architectures_pth_and_safetensors(compact_2x, compact_4x_safete
     two = load_model(compact_2x, device="cpu")
     four = load_model(compact_4x_safetensors, device="cpu")
     assert (two.scale, four.scale) == (2, 4)
-    assert two.facts.architecture == four.facts.architecture
+    assert two.descriptor.architecture.name == four.descriptor.architecture.name
     assert two.upscale(noise_image(33, 21), (66, 42)).size == (66, 42)
     assert four.upscale(noise_image(33, 21), (100, 100)).size == (100, 100)
 

@@ -1,24 +1,21 @@
-"""The core's Backend and upscalers, implemented with the WebUI's own processing."""
+"""The core's Backend: the second pass as the WebUI's own img2img processing."""
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageColor
 
 from ..advice import Advice
-from ..errors import FieldError, Interrupted, ModelLoadError, OutOfMemory, ParamsError, is_out_of_memory
+from ..errors import FieldError, Interrupted, OutOfMemory, ParamsError, SecondPassFailed, is_out_of_memory
 from ..infotext import GenerationInfo
-from ..lowvram import TileSettings, needs_tiling, tiled_unet, tiled_vae
-from ..params import HiresParams, upscaler_kind
+from ..lowvram import MemoryFacts, TileSettings, TilingPolicy, tiled_unet, tiled_vae
+from ..params import HiresParams
 from ..plan import Plan
-from ..upscaler import ImageUpscaler, LanczosUpscaler, ModelUpscaler, load_model
 from . import carried, compat
 
 log = logging.getLogger("hires_upscale")
@@ -134,13 +131,17 @@ def _number(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
 class WebUIBackend:
     """The second pass as a WebUI img2img job (same prompt, seed and model; exact hires steps).
 
-    `generations[n]` is what image n of `second_pass` repeats of its first pass. A hires checkpoint
-    stays loaded after the pass: the caller loads the first pass's back once its images are done
+    `generations[n]` is what image n of `second_pass` repeats of its first pass; `tiling` decides
+    when the pass runs tiled (the WebUI session's one policy). A hires checkpoint stays loaded after
+    the pass: the caller loads the first pass's back once its images are done
     (`compat.first_pass_checkpoint_kept`), so a run of images loads it once, not once per image.
+    `outer` is the job whose images these are, if any: the nested pass leaves it as it was.
     """
 
-    def __init__(self, generations: list[Generation]) -> None:
+    def __init__(self, generations: list[Generation], tiling: TilingPolicy, outer: Any = None) -> None:
         self.generations = generations
+        self.tiling = tiling
+        self.outer = outer
         self.model_family = compat.model_family()
 
     @property
@@ -162,47 +163,35 @@ class WebUIBackend:
         if len(images) != len(self.generations):
             raise ValueError(f"{len(images)} images for {len(self.generations)} generations")
         done = None
-        if len(images) > 1 and self._batch_fits(plan, len(images)):
+        if self.tiling.batch_together(plan.params.tiled, plan.target, len(images), _memory()):
             try:
-                done = self._auto_tiled(images, self.generations, plan, notify)
+                done = self._pass(images, self.generations, plan, notify)
             except OutOfMemory:
                 width, height = plan.target
                 notify(Advice("batch_after_oom", "warning", "second pass",
                               f"The batch's second pass ran out of memory at {len(images)}x {width}x{height}; "
                               "its images ran one at a time."))
         if done is None:
-            done = [self._auto_tiled([image], [generation], plan, notify)[0]
+            done = [self._pass([image], [generation], plan, notify)[0]
                     for image, generation in zip(images, self.generations, strict=True)]
         progress(1, 1)
         return done
 
-    @staticmethod
-    def _batch_fits(plan: Plan, count: int) -> bool:
-        """The whole batch in one untiled pass, unless tiling is asked for or free memory says no."""
-        if plan.params.tiled == "on":
-            return False
-        width, height = plan.target
-        return not needs_tiling(width, height * count, compat.free_gpu_memory(), dtype_bytes=compat.vae_dtype_bytes())
-
-    def _auto_tiled(self, images: list[Image.Image], generations: list[Generation], plan: Plan,
-                    notify: Callable[[Advice], None]) -> list[Image.Image]:
-        """One img2img over `images`, tiled as `plan.params.tiled` says, again tiled after running
-        out of memory in auto mode."""
-        global _out_of_memory_from
+    def _pass(self, images: list[Image.Image], generations: list[Generation], plan: Plan,
+              notify: Callable[[Advice], None]) -> list[Image.Image]:
+        """One img2img over `images`, tiled where the policy says, again tiled after running out of
+        memory where it says so."""
         mode = plan.params.tiled
         width, height = plan.target
         # a WebUI whose model this extension cannot tile (Forge) runs every pass untiled, said once
         untileable = compat.tiling_targets(None)
         untileable = untileable if isinstance(untileable, str) else None
-        tiled = mode == "on" or (mode == "auto" and len(images) == 1 and (
-            width * height >= _out_of_memory_from
-            or needs_tiling(width, height, compat.free_gpu_memory(), dtype_bytes=compat.vae_dtype_bytes())))
+        tiled = self.tiling.tiled(mode, plan.target, len(images), _memory())
         try:
             processed = self._img2img(images, generations, plan, tiled=tiled, untileable=untileable, notify=notify)
         except OutOfMemory:
-            if mode != "auto" or tiled or untileable or len(images) > 1:
+            if untileable or not self.tiling.retry_tiled(mode, plan.target, len(images), was_tiled=tiled):
                 raise
-            _out_of_memory_from = min(_out_of_memory_from, width * height)
             message = (f"The second pass ran out of memory at {width}x{height}; it ran again tiled (tiled VAE and "
                        "UNet), and will start tiled at this size from now on.")
             log.warning("hires upscale: %s", message)
@@ -217,7 +206,8 @@ class WebUIBackend:
             notify(Advice("refiner", "info", "second pass", f"The second pass switched to the refiner {refiner} "
                           f"(\"Hires fix: which pass to enable refiner for\" is {setting})."))
         if len(processed.images) < len(images):
-            raise RuntimeError(f"the WebUI's img2img returned {len(processed.images)} of {len(images)} images")
+            raise SecondPassFailed(f"the WebUI's img2img returned {len(processed.images)} of {len(images)} images "
+                                   "(an extension running in the pass may have stopped it; see the console)")
         # extensions may append their own pictures (ControlNet's detected maps) after ours
         return processed.images[:len(images)]
 
@@ -228,6 +218,7 @@ class WebUIBackend:
 
         first, params = generations[0], plan.params
         width, height = plan.target
+        latent = plan.upscaler_kind == "latent"
         img2img = compat.make_img2img(
             outpath_samples=first.outpath_samples,
             prompt=_one_or_each([g.prompt for g in generations]),
@@ -243,9 +234,9 @@ class WebUIBackend:
             width=width,
             height=height,
             init_images=images,
-            # 3 = the WebUI's "Just resize (latent upscale)": the image is encoded at its
-            # own size and the latent is resized, which is what latent upscalers mean.
-            resize_mode=3 if plan.upscaler_kind == "latent" else 0,
+            # 3 = the WebUI's "Just resize (latent upscale)": the image is encoded at its own size and
+            # the latent resized (here with the latent mode's own interpolation: `_latent_resized`).
+            resize_mode=3 if latent else 0,
             denoising_strength=params.denoise,
             batch_size=len(images),
             n_iter=1,
@@ -268,8 +259,11 @@ class WebUIBackend:
                                + (f", {len(images)} images" if len(images) > 1 else "")
                                + (", tiled" if tiled else ""))
         with ExitStack() as installed:
+            if latent:
+                _latent_resized(img2img, compat.latent_interpolation(params.upscaler))
             if tiled:  # where `untileable`, the init says so in the result once
                 _tile_from_init(img2img, installed, TileSettings.for_tile_size(params.tile_size), notify)
+            installed.enter_context(compat.outer_job_kept(self.outer, list(img2img.override_settings)))
             try:
                 return processing.process_images(img2img)
             except Exception as error:
@@ -287,6 +281,10 @@ class WebUIBackend:
                 img2img.close()
 
 
+def _memory() -> MemoryFacts:
+    return MemoryFacts(compat.free_gpu_memory(), compat.vae_dtype_bytes())
+
+
 def _one_or_each(values: list[Any], *, distinct: bool = False) -> Any:
     """A single value where the WebUI's own arithmetic gives every image the same (prompts) or the
     same progression, else the list: extensions read `p.prompt` and `p.seed` as scalars."""
@@ -297,9 +295,34 @@ def _one_or_each(values: list[Any], *, distinct: bool = False) -> Any:
     return list(values)
 
 
-#: The fewest target pixels whose untiled second pass ran out of memory in this WebUI session:
-#: "auto" tiles every target at least that large from then on.
-_out_of_memory_from: float = math.inf
+def _latent_resized(img2img: Any, interpolation: tuple[str, bool]) -> None:
+    """Resize the init latent with the latent mode's own interpolation, as the built-in Hires fix
+    does: img2img's "latent upscale" resize is bilinear whatever the mode. Its init runs at the
+    images' own size, so its resize is the identity, and the latent is resized here after it."""
+    import torch
+
+    init = img2img.init
+    mode, antialias = interpolation
+
+    def init_resized(*args: Any, **kwargs: Any) -> Any:
+        width, height = img2img.width, img2img.height
+        source = img2img.init_images[0]
+        img2img.width, img2img.height = source.width, source.height
+        try:
+            outcome = init(*args, **kwargs)
+        finally:
+            img2img.width, img2img.height = width, height
+        size = (height // 8, width // 8)
+        img2img.init_latent = torch.nn.functional.interpolate(img2img.init_latent, size=size, mode=mode,
+                                                              antialias=antialias)
+        conditioning = getattr(img2img, "image_conditioning", None)
+        if conditioning is not None and conditioning.dim() == 4 and conditioning.shape[-1] > 1:
+            # an inpainting model's conditioning is spatial: it follows the latent
+            img2img.image_conditioning = torch.nn.functional.interpolate(conditioning, size=size, mode=mode,
+                                                                         antialias=antialias)
+        return outcome
+
+    img2img.init = init_resized
 
 
 def _tile_from_init(img2img: Any, installed: ExitStack, settings: TileSettings,
@@ -327,97 +350,3 @@ def _tile_from_init(img2img: Any, installed: ExitStack, settings: TileSettings,
         return init(*args, **kwargs)
 
     img2img.init = init_tiled
-
-
-class HostUpscaler:
-    """A WebUI upscaler our engine does not run (LDSR, SwinIR, ScuNET, Nearest...), through its own code."""
-
-    def __init__(self, data: Any) -> None:
-        self.data = data
-        self.name = data.name
-
-    def upscale(self, image: Image.Image, size: tuple[int, int], *, progress=None, should_stop=None) -> Image.Image:
-        if should_stop is not None and should_stop():
-            raise Interrupted("stopped before upscaling")
-        scale = max(size[0] / image.width, size[1] / image.height)
-        result = self.data.scaler.upscale(image.convert("RGB"), scale, self.data.data_path)
-        if scale > 1 and result.size == image.size:
-            # The WebUI's upscalers log their failure and hand the input back: say it.
-            raise RuntimeError(f"the WebUI's upscaler {self.name} returned the image unchanged "
-                               "(see the console for its error)")
-        if progress is not None:
-            progress(1, 1)
-        return result.resize(size, Image.Resampling.LANCZOS) if result.size != size else result
-
-
-def _engine_upscalers() -> list[str]:
-    """Names of the WebUI's upscalers whose local model file our engine runs."""
-    return [u.name for u in compat.host_upscalers() if compat.engine_model_path(u) is not None]
-
-
-def upscaler_choices() -> list[str]:
-    """Upscaler names for the dropdown: models our engine runs, other model upscalers,
-    latent modes, then Lanczos / Nearest / None."""
-    hosts = compat.host_upscalers()
-    engine = _engine_upscalers()
-    others = [u.name for u in hosts if u.name not in engine and upscaler_kind(u.name) == "model"]
-    plain = [u.name for u in hosts if upscaler_kind(u.name) in ("pixel", "none")]
-    names = engine + others + compat.latent_modes() + plain
-    return list(dict.fromkeys(names)) or ["Lanczos"]
-
-
-def default_upscaler() -> str:
-    """The settings' default upscaler, else the first model file our engine runs, else Lanczos."""
-    configured = compat.opt("hires_upscale_default_upscaler", "")
-    if configured and configured in upscaler_choices():
-        return configured
-    engine = _engine_upscalers()
-    return engine[0] if engine else "Lanczos"
-
-
-def engine_settings(params: HiresParams) -> dict[str, Any]:
-    """Tile size and precision for our engine: run parameters, then flags, then settings."""
-    tile = params.tile_size or compat.cmd_option("hires_upscale_tile_size") or compat.opt("hires_upscale_tile_size", 0)
-    fp32 = bool(compat.cmd_option("hires_upscale_fp32", False) or compat.opt("hires_upscale_fp32", False))
-    return {"tile_size": int(tile or 0), "precision": "fp32" if fp32 else "auto"}
-
-
-def load_engine_model(path: Path, params: HiresParams) -> ModelUpscaler:
-    """A local model file on our engine, where and how the WebUI's settings say; a file the
-    WebUI's safe unpickler refuses is reported with that reason, not spandrel's confusion."""
-    try:
-        return load_model(path, device=compat.upscaler_device(), **engine_settings(params))
-    except ModelLoadError as error:
-        refusal = compat.safe_unpickle_refusal(path)
-        if refusal is not None:
-            raise ModelLoadError(path, refusal) from error
-        raise
-
-
-def upscaler_for(params: HiresParams) -> Callable[[str], ImageUpscaler]:
-    """Maps an upscaler name to our engine (local ESRGAN-family files) or the WebUI's upscaler."""
-
-    def resolve(name: str) -> ImageUpscaler:
-        for data in compat.host_upscalers():
-            if data.name != name:
-                continue
-            path = compat.engine_model_path(data)
-            if path is not None:
-                return load_engine_model(path, params)
-            if upscaler_kind(name) == "pixel" and name.lower() == "lanczos":
-                return LanczosUpscaler()
-            return HostUpscaler(data)
-        raise _unknown_upscaler(name)
-
-    return resolve
-
-
-def _unknown_upscaler(name: str) -> ParamsError:
-    allowed = ", ".join(upscaler_choices())
-    return ParamsError([FieldError("upscaler", name, f"one of the WebUI's upscalers: {allowed}")])
-
-
-def check_upscaler(name: str) -> None:
-    """Refuse an upscaler name the WebUI does not have, before any work starts."""
-    if name not in upscaler_choices():
-        raise _unknown_upscaler(name)

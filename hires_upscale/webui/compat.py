@@ -138,6 +138,13 @@ def latent_modes() -> list[str]:
     return list(getattr(shared, "latent_upscale_modes", {}) or {})
 
 
+def latent_interpolation(name: str) -> tuple[str, bool]:
+    """torch's interpolation mode and antialias flag of a WebUI latent mode, as its built-in Hires fix
+    resizes latents ("Latent (nearest-exact)" -> ("nearest-exact", False))."""
+    mode = (getattr(shared, "latent_upscale_modes", {}) or {}).get(name) or {}
+    return str(mode.get("mode", "bilinear")), bool(mode.get("antialias", False))
+
+
 def refresh_upscalers() -> None:
     from modules import modelloader
 
@@ -258,19 +265,6 @@ def data_path() -> Path:
     return Path(getattr(paths, "data_path", os.getcwd()))
 
 
-def output_folders() -> list[Path]:
-    """The WebUI's own output folders (settings or defaults), absolute."""
-    names = ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples",
-             "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids", "outdir_save", "outdir_init_images")
-    base = data_path()
-    folders = [base / "outputs"]
-    for name in names:
-        value = getattr(shared.opts, name, "") or ""
-        if value:
-            folders.append(Path(value) if os.path.isabs(value) else base / value)
-    return folders
-
-
 def find_checkpoint(name: str) -> str | None:
     """The title of the checkpoint a name (an infotext's "Model", a title, a file name) means, if
     this WebUI has it."""
@@ -322,6 +316,34 @@ def first_pass_checkpoint_kept() -> Iterator[None]:
         load_checkpoint_back(before)
 
 
+@contextmanager
+def outer_job_kept(outer: Any, settings: Iterator[str] | list[str]) -> Iterator[None]:
+    """A nested `process_images` leaves the outer job as it was: the WebUI's own restore after
+    one misses three things, so they are put back here.
+    - params.txt: the nested job writes its own parameters over the user's generation.
+    - Token merging: A1111 takes it off the model (ratio 0) for the rest of the outer job;
+      Forge patches a copy per sampling and needs nothing.
+    - Settings the nested job overrides that the user never saved are not in `opts.data`, so the
+      WebUI's restore skips them and they stay set for the rest of the session.
+    """
+    from modules import sd_models
+
+    params_txt = data_path() / "params.txt"
+    before_text = params_txt.read_bytes() if params_txt.is_file() else None
+    unsaved = [key for key in settings if key not in shared.opts.data]
+    try:
+        yield
+    finally:
+        if before_text is not None and params_txt.is_file() and params_txt.read_bytes() != before_text:
+            from ..images import write_atomically
+
+            write_atomically(params_txt, lambda stream: stream.write(before_text), overwrite=True)
+        for key in unsaved:
+            shared.opts.data.pop(key, None)
+        if not hasattr(sd_models, "forge_model_reload") and hasattr(outer, "get_token_merging_ratio"):
+            sd_models.apply_token_merging(shared.sd_model, outer.get_token_merging_ratio())
+
+
 def option_info(default: Any, label: str, component: Any = None, component_args: Any = None) -> Any:
     return shared.OptionInfo(default, label, component, component_args, section=("hires_upscale", "Hires upscale"))
 
@@ -358,21 +380,24 @@ def comment(p: Any, text: str) -> None:
         p.comment(text)
 
 
-def save_first_pass(p: Any, image: Any, index: int) -> None:
-    """Save the image before our upscale, the way the WebUI saves its samples."""
+def saves_samples(p: Any) -> bool:
+    """Whether the WebUI saves this job's images (v1.7+ asks the job; before, the setting and the job's flag)."""
+    if callable(getattr(p, "save_samples", None)):
+        return bool(p.save_samples())
+    return bool(shared.opts.samples_save and not p.do_not_save_samples)
+
+
+def save_sample(p: Any, image: Any, index: int, *, suffix: str) -> None:
+    """Save image `index` of job `p` the way the WebUI saves its samples, with its infotext."""
     from modules import images
 
-    saves = p.save_samples() if callable(getattr(p, "save_samples", None)) else (
-        shared.opts.samples_save and not p.do_not_save_samples)
-    if not saves:
-        return
     try:
         info = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, index=index)
     except TypeError:  # before v1.7 the index was given as iteration and position
         info = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds,
                                           iteration=p.iteration, position_in_batch=index % p.batch_size)
     images.save_image(image, p.outpath_samples, "", p.all_seeds[index], p.all_prompts[index],
-                      shared.opts.samples_format, info=info, p=p, suffix="-before-hires-upscale")
+                      shared.opts.samples_format, info=info, p=p, suffix=suffix)
 
 
 def begin_job(name: str) -> None:
@@ -418,30 +443,19 @@ def _local_model_file(upscaler: Any, selected_model: str) -> Path | None:
     return None
 
 
-def serve_host_upscalers(engine_upscale: Any, enabled: Any) -> None:
-    """Route the WebUI's own ESRGAN-family upscalers (Extras, the built-in Hires fix, other
-    extensions) through `engine_upscale(path, image) -> image at the model's scale` while
-    `enabled()` says so. No public hook exists for this, so the classes' `do_upscale` is
-    wrapped; any failure falls back to the WebUI's own code. Installing twice is harmless.
-    """
-    import logging
-
-    log = logging.getLogger("hires_upscale")
+def wrap_host_upscalers(upscale_with: Any) -> None:
+    """Let `upscale_with(path, image)` do the WebUI's ESRGAN-family `do_upscale` steps of a local model
+    file; where it returns None, the WebUI's own code runs. No public hook exists for this, so the
+    classes' `do_upscale` is wrapped; installing twice is harmless."""
     for cls in _host_upscaler_classes():
         original = cls.do_upscale
         if getattr(original, "_hires_upscale_wrapped", False):
             continue
 
         def do_upscale(self, img, selected_model, _original=original):
-            if enabled():
-                path = _local_model_file(self, selected_model)
-                if path is not None:
-                    try:
-                        return engine_upscale(path, img)
-                    except Exception as error:  # the WebUI's own path is the safe fallback
-                        log.warning("hires upscale engine failed on %s (%s); using the WebUI's upscaler",
-                                    path.name, error)
-            return _original(self, img, selected_model)
+            path = _local_model_file(self, selected_model)
+            result = upscale_with(path, img) if path is not None else None
+            return _original(self, img, selected_model) if result is None else result
 
         do_upscale._hires_upscale_wrapped = True
         cls.do_upscale = do_upscale
@@ -450,24 +464,3 @@ def serve_host_upscalers(engine_upscale: Any, enabled: Any) -> None:
 def api_enabled() -> bool:
     """Whether the WebUI serves its HTTP API (--api or --nowebui): our POST route follows it."""
     return bool(getattr(shared.cmd_opts, "api", False) or getattr(shared.cmd_opts, "nowebui", False))
-
-
-def api_auth_dependencies() -> list[Any]:
-    """The same HTTP basic authentication the WebUI's own API uses under --api-auth."""
-    setting = getattr(shared.cmd_opts, "api_auth", None)
-    if not setting:
-        return []
-    from secrets import compare_digest
-
-    from fastapi import Depends, HTTPException
-    from fastapi.security import HTTPBasic, HTTPBasicCredentials
-
-    users = dict(entry.split(":", 1) for entry in setting.split(",") if ":" in entry)
-
-    def check(credentials: HTTPBasicCredentials = Depends(HTTPBasic())) -> None:  # noqa: B008 - FastAPI idiom
-        if credentials.username in users and compare_digest(credentials.password, users[credentials.username]):
-            return
-        raise HTTPException(status_code=401, detail="Incorrect username or password",
-                            headers={"WWW-Authenticate": "Basic"})
-
-    return [Depends(check)]

@@ -1,37 +1,33 @@
 """The use cases the script, the tab and the API share.
 
-- `prepare` / `postprocess`: the hires upscale of images the WebUI just made.
-- `upscale_existing` / `upscale_folder`: images that already exist, their
-  prompt and seed read from their PNG info.
+- `prepare` / `postprocess_batch` / `postprocess`: the hires upscale of images the WebUI just made.
+- `upscale_existing` / `upscale_files`: images that already exist, their prompt and seed read from
+  their PNG info.
+
+`tiling` is the WebUI session's one `TilingPolicy`, made by the script file and passed in.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from ..errors import FieldError, HiresUpscaleError, ImageLoadError, OutputExistsError, ParamsError
-from ..folders import image_files, plan_jobs, resolve_inside
-from ..images import notices, open_image, save_png, text_chunks
+from ..batch import Done, ExistingOutput, Skipped, run_files
+from ..errors import FieldError, HiresUpscaleError, ParamsError
+from ..folders import Job, image_files, plan_jobs
+from ..images import notices, text_chunks
 from ..infotext import parse_parameters, with_fields
+from ..lowvram import TilingPolicy
 from ..params import SCRIPT_FIELDS, HiresParams
 from ..pipeline import SHARPEN, UPSCALE, NamedResult, Pipeline, Result
-from . import compat
-from .backend import (
-    Generation,
-    WebUIBackend,
-    check_upscaler,
-    checkpoint_override,
-    default_upscaler,
-    engine_settings,
-    load_engine_model,
-    upscaler_for,
-)
+from ..plan import REACHED_FROM_KEY, REACHED_TO_KEY, make_plan
+from . import compat, outputs
+from .backend import Generation, WebUIBackend, checkpoint_override
+from .upscalers import check_upscaler, default_upscaler, engine_settings, upscaler_for
 
 log = logging.getLogger("hires_upscale")
 
@@ -45,6 +41,8 @@ ERROR_KEY = "Hires upscale error"
 NOTES_KEY = "Hires upscale notes"
 #: Infotext key for where an interrupt stopped our stages.
 INTERRUPTED_KEY = "Hires upscale interrupted"
+#: Infotext key for the plan's advice (latent mode below 0.5, more than 2x...): the same for every image.
+ADVICE_KEY = "Hires upscale advice"
 #: Marks a processing object as ours (or another extension's inner pass): never hires-upscale it again.
 INNER_MARKERS = ("_hires_upscale_inner", "_ad_inner")
 
@@ -85,10 +83,12 @@ def _progress(stage: str, done: int, total: int) -> None:
 # -- images the WebUI just made -------------------------------------------------
 
 def prepare(p: Any, args: Sequence[Any]) -> None:
-    """Validate the arguments once per job and write our fields into the infotext.
+    """Validate the arguments and plan the upscale once per job, and write our fields into the infotext.
 
-    Bad arguments (e.g. from the API) are reported in the console and the
-    result's info text; the generation itself goes on without the upscale.
+    Bad arguments (e.g. from the API) or an impossible plan (a target above the limit) are reported
+    in the console and the result's info text; the generation itself goes on without the upscale.
+    The plan's advice (a latent mode below denoise 0.5, more than 2x in one pass...) is shown under
+    the result and written into the infotext, once per job.
     """
     p._hires_upscale = None
     p._hires_upscale_done = {}
@@ -100,6 +100,8 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
             return
         check_upscaler(params.upscaler)
         checkpoint_override(params)  # a hires checkpoint this WebUI lacks is refused before any work
+        # every image of the job has the job's size; the family is the first pass's checkpoint's
+        plan = make_plan((p.width, p.height), params, compat.model_family(), first_pass_steps=p.steps)
     except HiresUpscaleError as error:
         message = f"Hires upscale is off for this job: {error}"
         log.error(message)
@@ -108,7 +110,11 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
         return
     p._hires_upscale = params
     p._hires_upscale_checkpoint = compat.loaded_checkpoint()
-    p.extra_generation_params.update(params.infotext_fields())
+    p.extra_generation_params.update(params.infotext_fields())  # the sizes reached come with each result
+    if plan.advice:
+        for advice in plan.advice:
+            compat.comment(p, f"Hires upscale: {advice.message}")
+        p.extra_generation_params[ADVICE_KEY] = " ".join(advice.message for advice in plan.advice)
     # The built-in Hires fix runs the refiner where "Hires fix: which pass to enable refiner for" says
     # (default: the second pass only); so do we. The WebUI has resolved it for the first pass already.
     refiner_pass = compat.opt("hires_fix_refiner_pass", "second pass")
@@ -118,7 +124,7 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
             p.refiner_checkpoint_info = None
 
 
-def postprocess_batch(p: Any, images: list[Any]) -> None:
+def postprocess_batch(p: Any, images: list[Any], tiling: TilingPolicy) -> None:
     """The hires upscale of one batch of the job, all its images through one second pass.
 
     `images` are the batch's decoded images (the WebUI's tensors); each is replaced by its
@@ -133,7 +139,7 @@ def postprocess_batch(p: Any, images: list[Any]) -> None:
     indices = list(range(first, first + len(images)))
     pictures = [compat.tensor_to_image(image) for image in images]
     with compat.first_pass_checkpoint_kept():  # what runs next in this batch needs the first pass's model
-        outcome = _run(p, pictures, indices, params)
+        outcome = _run(p, pictures, indices, params, tiling)
     if isinstance(outcome, str):  # why they stayed small, for each image's infotext
         p._hires_upscale_done.update(dict.fromkeys(indices, outcome))
         return
@@ -142,19 +148,18 @@ def postprocess_batch(p: Any, images: list[Any]) -> None:
         images[position] = compat.image_to_tensor(result.image)
 
 
-def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresParams) -> list[Result] | str:
+def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresParams,
+         tiling: TilingPolicy) -> list[Result] | str:
     """The pipeline over images of the job (at `indices`), or why it failed: the first pass's images
     are then kept, and the reason goes into their infotext."""
     try:
-        pipeline = Pipeline(upscaler_for(params), WebUIBackend(Generation.of_images(p, indices, params)))
+        pipeline = Pipeline(upscaler_for(params), WebUIBackend(Generation.of_images(p, indices, params), tiling, p))
         if compat.opt("hires_upscale_save_first_pass", False):
             for image, index in zip(images, indices, strict=True):
-                compat.save_first_pass(p, image, index)
-        if params.upscaler_kind != "latent":
-            for _ in images:
-                compat.add_job()  # the upscale stage of each image; the second pass adds its own
-        return pipeline.run_batch(images, params, first_pass_steps=p.steps, progress=_progress,
-                                  should_stop=compat.should_stop)
+                outputs.save_first_pass(p, image, index)
+        plan = pipeline.plan(images[0], params, first_pass_steps=p.steps)
+        _count_upscale_jobs(plan.stages, len(images))
+        return pipeline.run_batch(images, plan, progress=_progress, should_stop=compat.should_stop)
     except Exception as error:
         # A bug of ours, or of the host inside our pass, must not cost the user the first pass's
         # images nor hide why they stayed small: the console gets the traceback, the images the reason.
@@ -168,7 +173,14 @@ def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresPar
         compat.report_progress(None)
 
 
-def postprocess(p: Any, image: Image.Image) -> Image.Image:
+def _count_upscale_jobs(stages: tuple[str, ...], images: int) -> None:
+    """The progress bar's jobs for the upscale stage, one per image; the second pass adds its own."""
+    if UPSCALE in stages:
+        for _ in range(images):
+            compat.add_job()
+
+
+def postprocess(p: Any, image: Image.Image, tiling: TilingPolicy) -> Image.Image:
     """One image of the job after the WebUI composited it: upscaled here unless its batch was
     (`postprocess_batch`); either way its infotext is made to tell what happened to it."""
     params: HiresParams | None = getattr(p, "_hires_upscale", None)
@@ -177,7 +189,7 @@ def postprocess(p: Any, image: Image.Image) -> Image.Image:
     index = compat.image_index(p)
     done = p._hires_upscale_done.pop(index, None)
     if done is None:
-        outcome = _run(p, [image], [index], params)
+        outcome = _run(p, [image], [index], params, tiling)
         done = outcome if isinstance(outcome, str) else outcome[0]
         if not isinstance(done, str):
             image = done.image
@@ -198,7 +210,9 @@ def _write_infotext(p: Any, index: int, done: Result | str) -> None:
     for key in (ERROR_KEY, NOTES_KEY, INTERRUPTED_KEY):
         extra.pop(key, None)
     if isinstance(done, str):
-        extra[ERROR_KEY] = done  # this image's infotext says why it is small
+        extra[ERROR_KEY] = done  # this image's infotext says why it is small, and no size it did not reach
+        for key in (REACHED_FROM_KEY, REACHED_TO_KEY):
+            extra.pop(key, None)
         return
     extra.update(done.infotext_fields)
     for notice in done.notices:  # e.g. ran tiled after running out of memory: shown under the result
@@ -229,19 +243,18 @@ def generation_of(image: Image.Image, params: HiresParams) -> Generation:
                                       "an image whose parameters text can be read: " + " ".join(lost))]) from None
 
 
-def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image",
+def upscale_existing(image: Image.Image, params: HiresParams, tiling: TilingPolicy, name: str = "image",
                      generation: Generation | None = None) -> NamedResult:
     """The hires upscale of an existing WebUI image, its prompt, seed, sampler, steps, CFG,
     checkpoint and CLIP skip read from its PNG info (overrides from `params`)."""
     check_upscaler(params.upscaler)
     original = text_chunks(image).get("parameters", "")
     info = parse_parameters(original)
-    pipeline = Pipeline(upscaler_for(params), WebUIBackend([generation or generation_of(image, params)]))
-    if params.upscaler_kind != "latent":
-        compat.add_job()  # the upscale stage; the second pass adds its own
+    pipeline = Pipeline(upscaler_for(params), WebUIBackend([generation or generation_of(image, params)], tiling))
     try:
-        result = pipeline.run(image, params, first_pass_steps=info.steps, progress=_progress,
-                              should_stop=compat.should_stop)
+        plan = pipeline.plan(image, params, first_pass_steps=info.steps)
+        _count_upscale_jobs(plan.stages, 1)
+        result = pipeline.run_batch([image], plan, progress=_progress, should_stop=compat.should_stop)[0]
     finally:
         compat.report_progress(None)
     infotext = with_fields(original, result.infotext_fields)
@@ -249,77 +262,37 @@ def upscale_existing(image: Image.Image, params: HiresParams, name: str = "image
     return NamedResult(name, result, infotext)
 
 
-def allowed_folders() -> list[Path]:
-    """Where the tab and the API may read and write: the WebUI's output folders and the settings' list."""
-    extra = [line.strip() for line in str(compat.opt("hires_upscale_allowed_folders", "") or "").splitlines()]
-    return compat.output_folders() + [Path(line) for line in extra if line]
+def upscale_files(sources: list[Path], output_folder: Path, params: HiresParams, tiling: TilingPolicy, *,
+                  existing: ExistingOutput) -> Iterator[Done | Skipped]:
+    """Existing images into `output_folder` through the one batch loop (`batch.run_files`): each
+    output keeps its input's PNG text, with our fields added to its parameters."""
+    output_folder.mkdir(parents=True, exist_ok=True)
+    if existing == "new name":  # dropped files: names may repeat, each gets a free one
+        jobs = [Job(source, output_folder / f"{source.stem}.png") for source in sources]
+    else:
+        jobs = plan_jobs(sources, output_folder)
+
+    def upscale(image: Image.Image, source: Path) -> tuple[Result, dict[str, str]]:
+        done = upscale_existing(image, params, tiling, source.name)
+        return done.result, {"parameters": done.infotext}
+
+    yield from run_files(jobs, upscale, existing=existing, should_stop=compat.should_stop)
 
 
-def default_output_folder() -> Path:
-    configured = str(compat.opt("hires_upscale_output_dir", "") or "").strip()
-    return Path(configured) if configured else compat.data_path() / "outputs" / "hires-upscale"
-
-
-def open_allowed(path: str) -> tuple[Path, Image.Image]:
-    """An image file named by a user, refused unless it is inside the allowed folders."""
-    real = resolve_inside(path, allowed_folders(), base=compat.data_path())
-    return real, open_image(real)
-
-
-def save_dropped(done: NamedResult) -> Path:
-    """Save a result of the tab's dropped images into the output folder, under a name not yet taken."""
-    folder = default_output_folder()
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = Path(done.name).stem
-    for attempt in range(10_000):
-        candidate = folder / (f"{stem}.png" if attempt == 0 else f"{stem}-{attempt}.png")
-        try:
-            done.output = save_png(done.result.image, candidate, text={"parameters": done.infotext})
-            return done.output
-        except OutputExistsError:
-            continue
-    raise OutputExistsError(folder / f"{stem}.png")
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A file of a folder run that was not upscaled, and why."""
-
-    source: Path
-    reason: str
-
-
-def upscale_folder(input_folder: str, output_folder: str, params: HiresParams) -> Iterator[NamedResult | Skipped]:
-    """Every image of a folder into another, skipping outputs already written (a rerun resumes).
-
-    Yields each result as it is written, or a Skipped record (done before, or unusable).
-    """
-    roots = allowed_folders()
-    source = resolve_inside(input_folder, roots, base=compat.data_path())
-    target = resolve_inside(output_folder or default_output_folder(), roots + [default_output_folder()],
-                            base=compat.data_path())
-    target.mkdir(parents=True, exist_ok=True)
-    for job in plan_jobs(image_files(source), target):
-        if job.output.exists():
-            yield Skipped(job.source, f"{job.output} exists: already done")
-            continue
-        if compat.should_stop():
-            return
-        try:
-            image = open_image(job.source)
-            done = upscale_existing(image, params, job.source.name)
-        except (ImageLoadError, ParamsError) as error:  # this file, not the run: note it and go on
-            yield Skipped(job.source, str(error))
-            continue
-        if done.result.interrupted:
-            return  # nothing half-done is written; a rerun redoes this file
-        text = {**text_chunks(image), "parameters": done.infotext}
-        done.output = save_png(done.result.image, job.output, text=text)
-        yield done
+def upscale_folder(input_folder: str, output_folder: str, params: HiresParams,
+                   tiling: TilingPolicy) -> Iterator[Done | Skipped]:
+    """Every image of a folder into another, skipping outputs already written (a rerun resumes)."""
+    source = outputs.resolve_allowed(input_folder)
+    default = outputs.default_output_folder()
+    target = outputs.resolve_allowed(output_folder or str(default), also=[default])
+    yield from upscale_files(image_files(source), target, params, tiling, existing="skip")
 
 
 class WebUIApiHost:
     """What the HTTP routes need from the WebUI (see `api.ApiHost`)."""
+
+    def __init__(self, tiling: TilingPolicy) -> None:
+        self.tiling = tiling
 
     def options(self) -> dict[str, Any]:
         from .. import __version__
@@ -329,7 +302,7 @@ class WebUIApiHost:
         from ..resolution import DEFAULT_MAX_PIXELS, FAMILIES, PRESETS
         from ..upscaler import activation_bytes_per_pixel
         from .api import MAX_IMAGES
-        from .backend import upscaler_choices
+        from .upscalers import upscaler_choices
 
         upscalers = upscaler_choices()
         return {
@@ -358,10 +331,13 @@ class WebUIApiHost:
         return base_params(overrides)  # the module function of the same name
 
     def open_path(self, path: str) -> tuple[str, Image.Image]:
-        real, image = open_allowed(path)
+        real, image = outputs.open_allowed(path)
         return real.name, image
 
-    def run(self, items: list[tuple[str, Image.Image]], params: HiresParams) -> list[NamedResult]:
+    def run(self, items: list[tuple[str, Image.Image]], params: HiresParams, *,
+            client_gone: Callable[[], bool]) -> list[NamedResult]:
+        """Every item in turn under the WebUI's queue lock; a client that went away stops the run
+        between images, so the lock is not held for nobody."""
         from .api import ItemError
 
         check_upscaler(params.upscaler)
@@ -371,22 +347,17 @@ class WebUIApiHost:
                 generations.append(generation_of(image, params))
             except HiresUpscaleError as error:
                 raise ItemError(index, error) from None
+        results: list[NamedResult] = []
         with compat.queue_lock():
             compat.begin_job("hires_upscale_api")
             try:
                 with compat.first_pass_checkpoint_kept():  # the images' own checkpoints load once each
-                    return [upscale_existing(image, params, name, generation)
-                            for (name, image), generation in zip(items, generations, strict=True)]
+                    for (name, image), generation in zip(items, generations, strict=True):
+                        if client_gone():
+                            log.warning("hires upscale: the API client went away; stopped after %d of %d images",
+                                        len(results), len(items))
+                            break
+                        results.append(upscale_existing(image, params, self.tiling, name, generation))
             finally:
                 compat.end_job()
-
-
-def serving_host_upscalers() -> bool:
-    return bool(compat.opt("hires_upscale_serve_webui", False))
-
-
-def engine_upscale_native(path: Path, image: Image.Image) -> Image.Image:
-    """One pass of a model at its native scale, for the WebUI's own upscaler loop."""
-    model = load_engine_model(path, HiresParams())
-    return model.upscale(image.convert("RGB"), (image.width * model.scale, image.height * model.scale),
-                         should_stop=compat.should_stop)
+        return results

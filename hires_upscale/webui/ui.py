@@ -8,6 +8,7 @@ the order of the script's arguments (and of `alwayson_scripts` "args").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 from collections.abc import Callable
 from pathlib import Path
@@ -16,22 +17,15 @@ from typing import Any
 import gradio as gr
 
 from ..advice import Advice
-from ..errors import HiresUpscaleError, ImageLoadError, ParamsError
-from ..images import open_image
+from ..batch import Skipped
+from ..errors import HiresUpscaleError
+from ..lowvram import TilingPolicy
 from ..params import SCRIPT_FIELDS, HiresParams
 from ..plan import make_plan
 from ..resolution import PRESETS
-from . import carried, compat
-from .backend import default_upscaler, upscaler_choices
-from .service import (
-    SAME,
-    SAME_WHEN_EMPTY,
-    Skipped,
-    base_params,
-    save_dropped,
-    upscale_existing,
-    upscale_folder,
-)
+from . import carried, compat, outputs
+from .service import SAME, SAME_WHEN_EMPTY, base_params, upscale_files, upscale_folder
+from .upscalers import default_upscaler, upscaler_choices
 
 PRESET_NAMES = list(dict.fromkeys(p.name for presets in PRESETS.values() for p in presets))
 _FIELDS = {spec.name: spec for spec in dataclasses.fields(HiresParams)}
@@ -186,6 +180,8 @@ class AccordionUI:
                     return None
                 if params is None:
                     return False if name == "enabled" else None
+                if not params.applies(name) and _FIELDS[name].metadata["key"] not in fields:
+                    return None  # not used by the pasted run, so not written: the control keeps its value
                 value = getattr(params, name)
                 if name in SAME_WHEN_EMPTY and not value:
                     return SAME
@@ -217,47 +213,40 @@ def _report_rows(rows: list[tuple[str, str, str, str]]) -> str:
             f"<th>notes</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def _run_tab(files, folder, output_folder, *values):
-    with compat.first_pass_checkpoint_kept():  # the images' own checkpoints load once each
-        return _run_tab_images(files, folder, output_folder, _tab_params(values))
-
-
-def _run_tab_images(files, folder, output_folder, params: HiresParams):
-    gallery: list[Any] = []
+def _run_tab(tiling: TilingPolicy, files, folder, output_folder, *values):
+    params = _tab_params(values)
     rows: list[tuple[str, str, str, str]] = []
-
-    def add(done) -> None:
-        (w, h), (tw, th) = done.result.plan.source, done.result.image.size
-        notes = "; ".join(a["message"] for a in done.result.advice)
-        if done.result.interrupted:
-            notes = "interrupted; " + notes
-        if done.output is not None:
-            notes = f"saved {done.output}; " + notes
-        gallery.append((done.result.image, f"{done.name}: {w}x{h} → {tw}x{th}"))
-        rows.append((done.name, f"{w}x{h}", f"{tw}x{th}", notes.strip("; ")))
-
-    if folder and folder.strip():
-        for item in upscale_folder(folder.strip(), (output_folder or "").strip(), params):
-            if isinstance(item, Skipped):
-                rows.append((item.source.name, "", "", f"skipped: {item.reason}"))
-            else:
-                add(item)
-    for file in files or []:
-        path = Path(getattr(file, "name", file))
-        try:
-            done = upscale_existing(open_image(path), params, name=path.name)
-        except (ImageLoadError, ParamsError) as error:  # this file, not the run
-            rows.append((path.name, "", "", f"skipped: {error}"))
-            continue
-        if not done.result.interrupted:
-            save_dropped(done)
-        add(done)
+    gallery: list[Any] = []
+    with compat.first_pass_checkpoint_kept():  # the images' own checkpoints load once each
+        if folder and folder.strip():
+            _report(upscale_folder(folder.strip(), (output_folder or "").strip(), params, tiling), gallery, rows)
+        dropped = [Path(getattr(file, "name", file)) for file in files or []]
+        if dropped:
+            _report(upscale_files(dropped, outputs.default_output_folder(), params, tiling, existing="new name"),
+                    gallery, rows)
     if not rows:
         return gallery, advice_html([], "Drop one or more images, or name a folder.")
     return gallery, _report_rows(rows)
 
 
-def build_tab() -> list[tuple[Any, str, str]]:
+def _report(outcomes, gallery: list[Any], rows: list[tuple[str, str, str, str]]) -> None:
+    """The tab's gallery and table rows for the outcomes of a run over files."""
+    for outcome in outcomes:
+        if isinstance(outcome, Skipped):
+            rows.append((outcome.source.name, "", "", f"skipped: {outcome.reason}"))
+            continue
+        result = outcome.result
+        (w, h), (tw, th) = result.plan.source, result.image.size
+        notes = [a["message"] for a in result.advice]
+        if outcome.output is None:
+            notes.insert(0, "interrupted; not saved (a rerun redoes it)")
+        else:
+            notes.insert(0, f"saved {outcome.output}")
+        gallery.append((result.image, f"{outcome.source.name}: {w}x{h} → {tw}x{th}"))
+        rows.append((outcome.source.name, f"{w}x{h}", f"{tw}x{th}", "; ".join(notes)))
+
+
+def build_tab(tiling: TilingPolicy) -> list[tuple[Any, str, str]]:
     """The "Hires upscale" tab for images that already exist."""
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row(equal_height=False):
@@ -289,7 +278,7 @@ def build_tab() -> list[tuple[Any, str, str]]:
                 gallery = gr.Gallery(label="Results", elem_id="hires_upscale_tab_gallery", columns=2)
                 report = gr.HTML(elem_id="hires_upscale_tab_report")
         run.click(
-            fn=compat.gpu_call(_run_tab, extra_outputs=[[]]),
+            fn=compat.gpu_call(functools.partial(_run_tab, tiling), extra_outputs=[[]]),
             inputs=[files, folder, output_folder, *(c[name] for name in TAB_FIELDS)],
             outputs=[gallery, report],
         )

@@ -41,8 +41,14 @@ async function setNumber(page, id, value) {
 try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
     const accordion = await open(page, `${url}/?__theme=light`);
+    // Nothing is watched while our controls are off screen: the accordion closed, the other tab hidden.
+    const watching = () => page.evaluate(() => [HiresUpscale.watching.txt2img(), HiresUpscale.watching.img2img()]);
+    await page.waitForTimeout(500);
+    seen.watching_closed = await watching();
     await accordion.locator(".label-wrap").first().click();
     await page.locator("#hires_upscale_txt2img_upscaler").waitFor({ state: "visible" });
+    await page.waitForFunction(() => HiresUpscale.watching.txt2img(), null, { timeout: 10000 });
+    seen.watching_open = await watching();
 
     // A latent upscaler at the default denoise 0.3: the page warns at once, no round trip.
     await pick(page, "hires_upscale_txt2img_upscaler", "Latent");

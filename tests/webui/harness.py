@@ -45,6 +45,9 @@ FORGE_CPU_FLAGS = ["--always-cpu", "--skip-torch-cuda-test", "--skip-prepare-env
 ESRGAN_NAME = "4x-TestRRDB"
 #: A model saved by plain torch.save, whose newer archive entries the WebUI's safe unpickler refuses.
 REJECTED_NAME = "4x-Rejected"
+#: A SwinIR model file that is not one: the WebUI's own SwinIR upscaler fails on it (and says so only in
+#: its console), the way an upscaler fails offline or on a damaged download.
+BROKEN_HOST_UPSCALER = "BrokenSwinIR"
 #: A second checkpoint beside the first (its weights, the UNet's output layer changed), for "Hires checkpoint".
 SECOND_CHECKPOINT = "second-sd15"
 #: Extensions linked into every test WebUI's data dir: (folder name there, source).
@@ -264,6 +267,9 @@ class WebUI:
         torch.save(models.rrdb(4, filters=8, blocks=1).state_dict(), self.esrgan_dir / f"{REJECTED_NAME}.pth")
         for name, module in self.extra_models.items():
             models.save_pth(module, self.esrgan_dir / f"{name}.pth")
+        swinir = self.data_dir / "models" / "SwinIR"
+        swinir.mkdir(parents=True, exist_ok=True)
+        (swinir / f"{BROKEN_HOST_UPSCALER}.pth").write_bytes(b"not a model: the download was cut short")
         command = [str(self.checkout.python), "launch.py", *self.host.cpu_flags, "--port", str(self.port),
                    "--data-dir", str(self.data_dir), "--ckpt-dir", str(ckpt.parent),
                    "--esrgan-models-path", str(self.esrgan_dir), *self.host.launch_args(self.root)]

@@ -25,7 +25,7 @@ def test_wrong_alwayson_args_leave_the_generation_alone_and_say_why(webui):
 
 
 @pytest.mark.reliability(area="WebUI", tried="a model the WebUI's safe unpickler refuses",
-                         expected="422 from our API; txt2img keeps its image and says why")
+                         expected="424 from our API at the upscaler; txt2img keeps its image and says why")
 def test_a_model_the_safe_unpickler_refuses_is_named_loudly(webui):
     options = webui.get("/hires-upscale/v1/options").json()
     assert REJECTED_NAME in options["upscalers"]
@@ -42,7 +42,9 @@ def test_a_model_the_safe_unpickler_refuses_is_named_loudly(webui):
         assert decode(result["images"][0]).size == (128, 128)
         assert "safe unpickler" not in result["info"]
         return
-    assert reply.status == 422, reply.body
+    assert reply.status == 424, reply.body
+    assert reply.body["detail"][0]["loc"] == ["body", "params", "upscaler"]
+    assert reply.body["detail"][0]["type"] == "model_load_error"
     message = json.dumps(reply.body)
     assert f"{REJECTED_NAME}.pth" in message and "safe unpickler refuses it" in message
     # in txt2img the image stays as it was, with the reason in the info, never a silent resize

@@ -24,6 +24,9 @@ def test_live_hints_snapping_theme_and_a_generation(webui, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:] + webui.log_tail()
     seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # the page reads our controls only while they are on screen (txt2img's open accordion)
+    assert seen["watching_closed"] == [False, False]
+    assert seen["watching_open"] == [True, False]
     assert "Latent upscalers need denoise of at least 0.5" in seen["latent_warning"]
     assert seen["snapped_width"] == "1024"
     assert seen["size_preview"].endswith("→ 1024x1024")

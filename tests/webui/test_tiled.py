@@ -94,7 +94,7 @@ def test_out_of_memory_in_the_unet_retries_tiled_and_says_so(webui):
 
 
 @pytest.mark.reliability(area="Low VRAM", tried="out of memory in the VAE decode of the second pass, tiled: off",
-                         expected="422 naming the stage and what to change; the next job runs")
+                         expected="507 naming the stage and what to change; the next job runs")
 def test_out_of_memory_with_tiling_off_fails_clearly_and_the_webui_goes_on(webui):
     # Forge catches an out-of-memory VAE decode and decodes again tiled itself (backend/patcher/vae.py),
     # so there the error that reaches us comes from the UNet.
@@ -104,7 +104,8 @@ def test_out_of_memory_with_tiling_off_fails_clearly_and_the_webui_goes_on(webui
         "images": [existing_picture()],
         "params": {"upscaler": "Lanczos", "scale": 2, "hires_steps": 1, "tiled": "off"},
     })
-    assert reply.status == 422, reply.body
+    assert reply.status == 507, reply.body
+    assert reply.json()["detail"][0]["type"] == "out_of_memory"
     message = reply.json()["detail"][0]["msg"]
     assert "second pass ran out of memory at 512x512" in message
     if webui.kind == "forge":  # left untiled there, so tiling is not what it advises

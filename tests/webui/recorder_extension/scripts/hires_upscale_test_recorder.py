@@ -2,8 +2,9 @@
 
 The harness links it into the test WebUI beside ours and names a JSON-lines file in
 HIRES_UPSCALE_TEST_RECORD. Its one argument is a text tag. Every hook call appends
-{"hook", "kind": "txt2img" | "img2img", "size": [w, h], "args": [...], "inner": bool}
-(inner: the processing is our second pass); every checkpoint load appends
+{"hook", "kind": "txt2img" | "img2img", "size": [w, h], "args": [...], "inner": bool, "tome": ratio}
+(inner: the processing is our second pass; tome: the token merging A1111 has applied to the loaded
+model, None where it keeps no such mark, as Forge); every checkpoint load appends
 {"hook": "model_loaded", "checkpoint": title}.
 
 A tag "cfg=X" sets the CFG scale of the img2img jobs it runs in to X (only there, so the
@@ -17,7 +18,7 @@ import json
 import os
 
 import gradio as gr
-from modules import script_callbacks, scripts
+from modules import script_callbacks, scripts, shared
 
 RECORD = os.environ.get("HIRES_UPSCALE_TEST_RECORD", "")
 #: hooks whose first argument after `p` is an object of the WebUI's, not one of ours
@@ -39,7 +40,8 @@ def _hook(name: str):
         ours = list(args[1:] if name in WITH_OBJECT else args)
         is_img2img = hasattr(p, "init_images")
         _append({"hook": name, "kind": "img2img" if is_img2img else "txt2img", "size": [p.width, p.height],
-                 "args": ours, "inner": bool(getattr(p, "_hires_upscale_inner", False))})
+                 "args": ours, "inner": bool(getattr(p, "_hires_upscale_inner", False)),
+                 "tome": getattr(shared.sd_model, "applied_token_merged_ratio", None)})
         tag = str(ours[0]) if ours else ""
         if name == "process" and is_img2img and tag.startswith("cfg="):
             p.cfg_scale = float(tag[4:])

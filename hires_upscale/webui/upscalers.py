@@ -1,0 +1,168 @@
+"""The WebUI's upscalers as the core's `ImageUpscaler`s: its local ESRGAN-family model files on our
+engine, the rest (LDSR, SwinIR, ScuNET, Nearest...) through its own code, and, where the settings
+ask, the WebUI's own ESRGAN-family upscalers served by our engine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..errors import FieldError, Interrupted, ModelLoadError, ParamsError, UpscalerFailed
+from ..params import HiresParams, upscaler_kind
+from ..upscaler import ImageUpscaler, LanczosUpscaler, ModelUpscaler, load_model
+from . import compat
+
+log = logging.getLogger("hires_upscale")
+
+#: The WebUI's own upscale() doubles at most this many times (a 2x model reaching 8x).
+_HOST_STEPS = 3
+
+
+class HostUpscaler:
+    """A WebUI upscaler our engine does not run, through its own code.
+
+    The WebUI's `Upscaler.upscale` hides a failure: the model's `do_upscale` logs its error and hands
+    the image back, and `upscale` then Lanczos-resizes it to the target. So the steps are taken here,
+    one `do_upscale` at a time, and a step that hands back its input unchanged is that upscaler's
+    failure. A 1x model (ScuNET denoises) returns a new picture of the same size: it ran, and the
+    rest is resized to the target, as the WebUI does.
+    """
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.name = data.name
+
+    def upscale(self, image: Image.Image, size: tuple[int, int], *, progress: Callable[[int, int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Image.Image:
+        stop = should_stop or (lambda: False)
+        scaler = self.data.scaler
+        scale = max(size[0] / image.width, size[1] / image.height)
+        scaler.scale = scale  # plain upscalers (Nearest) read it in do_upscale, as the WebUI's upscale() sets it
+        result = image.convert("RGB")
+        for step in range(_HOST_STEPS):
+            if result.width >= size[0] and result.height >= size[1]:
+                break
+            if stop():
+                raise Interrupted("stopped while upscaling")
+            before = result
+            result = scaler.do_upscale(before, self.data.data_path)
+            if result is before or (result.size == before.size and result.tobytes() == before.tobytes()):
+                raise UpscalerFailed(self.name, "it handed the image back unchanged (the WebUI's console has its "
+                                     "error, e.g. a model it could not download or load)")
+            if progress is not None:
+                progress(step + 1, _HOST_STEPS)
+            if result.size == before.size:  # a 1x model: nothing more to gain from another step
+                break
+        if progress is not None:
+            progress(_HOST_STEPS, _HOST_STEPS)
+        return result.resize(size, Image.Resampling.LANCZOS) if result.size != size else result
+
+
+def _engine_upscalers() -> list[str]:
+    """Names of the WebUI's upscalers whose local model file our engine runs."""
+    return [u.name for u in compat.host_upscalers() if compat.engine_model_path(u) is not None]
+
+
+def upscaler_choices() -> list[str]:
+    """Upscaler names for the dropdown: models our engine runs, other model upscalers,
+    latent modes, then Lanczos / Nearest / None."""
+    hosts = compat.host_upscalers()
+    engine = _engine_upscalers()
+    others = [u.name for u in hosts if u.name not in engine and upscaler_kind(u.name) == "model"]
+    plain = [u.name for u in hosts if upscaler_kind(u.name) in ("pixel", "none")]
+    names = engine + others + compat.latent_modes() + plain
+    return list(dict.fromkeys(names)) or ["Lanczos"]
+
+
+def default_upscaler() -> str:
+    """The settings' default upscaler, else the first model file our engine runs, else Lanczos."""
+    configured = compat.opt("hires_upscale_default_upscaler", "")
+    if configured and configured in upscaler_choices():
+        return configured
+    engine = _engine_upscalers()
+    return engine[0] if engine else "Lanczos"
+
+
+def engine_settings(params: HiresParams) -> dict[str, Any]:
+    """Tile size and precision for our engine: run parameters, then flags, then settings."""
+    tile = params.tile_size or compat.cmd_option("hires_upscale_tile_size") or compat.opt("hires_upscale_tile_size", 0)
+    fp32 = bool(compat.cmd_option("hires_upscale_fp32", False) or compat.opt("hires_upscale_fp32", False))
+    return {"tile_size": int(tile or 0), "precision": "fp32" if fp32 else "auto"}
+
+
+def load_engine_model(path: Path, params: HiresParams) -> ModelUpscaler:
+    """A local model file on our engine, where and how the WebUI's settings say; a file the
+    WebUI's safe unpickler refuses is reported with that reason, not spandrel's confusion."""
+    try:
+        return load_model(path, device=compat.upscaler_device(), **engine_settings(params))
+    except ModelLoadError as error:
+        refusal = compat.safe_unpickle_refusal(path)
+        if refusal is not None:
+            raise ModelLoadError(path, refusal) from error
+        raise
+
+
+def upscaler_for(params: HiresParams) -> Callable[[str], ImageUpscaler]:
+    """Maps an upscaler name to our engine (local ESRGAN-family files) or the WebUI's upscaler."""
+
+    def resolve(name: str) -> ImageUpscaler:
+        for data in compat.host_upscalers():
+            if data.name != name:
+                continue
+            path = compat.engine_model_path(data)
+            if path is not None:
+                return load_engine_model(path, params)
+            if upscaler_kind(name) == "pixel" and name.lower() == "lanczos":
+                return LanczosUpscaler()
+            return HostUpscaler(data)
+        raise _unknown_upscaler(name)
+
+    return resolve
+
+
+def _unknown_upscaler(name: str) -> ParamsError:
+    allowed = ", ".join(upscaler_choices())
+    return ParamsError([FieldError("upscaler", name, f"one of the WebUI's upscalers: {allowed}")])
+
+
+def check_upscaler(name: str) -> None:
+    """Refuse an upscaler name the WebUI does not have, before any work starts."""
+    if name not in upscaler_choices():
+        raise _unknown_upscaler(name)
+
+
+# -- the WebUI's own upscalers on our engine ----------------------------------------
+
+def serving_host_upscalers() -> bool:
+    return bool(compat.opt("hires_upscale_serve_webui", False))
+
+
+def engine_upscale_native(path: Path, image: Image.Image) -> Image.Image:
+    """One pass of a model at its native scale, for the WebUI's own upscaler loop."""
+    model = load_engine_model(path, HiresParams())
+    return model.upscale(image.convert("RGB"), (image.width * model.scale, image.height * model.scale),
+                         should_stop=compat.should_stop)
+
+
+def serve_host_upscalers() -> None:
+    """Route the WebUI's own ESRGAN-family upscalers (Extras, the built-in Hires fix, other
+    extensions) through our engine while the setting says so. Any failure of ours falls back to the
+    WebUI's own code, but an interrupt is the user's: the image is handed back as the WebUI's own
+    upscalers do when interrupted, and the slow path does not run."""
+
+    def engine_upscale(path: Path, image: Image.Image) -> Image.Image | None:
+        if not serving_host_upscalers():
+            return None
+        try:
+            return engine_upscale_native(path, image)
+        except Interrupted:
+            return image
+        except Exception as error:  # the WebUI's own path is the safe fallback
+            log.warning("hires upscale engine failed on %s (%s); using the WebUI's upscaler", path.name, error)
+            return None
+
+    compat.wrap_host_upscalers(engine_upscale)

@@ -1,0 +1,110 @@
+"""Results that never claim what did not happen, and a nested pass that leaves the outer job as it was."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from harness import BROKEN_HOST_UPSCALER, decode, image_b64
+from PIL import PngImagePlugin
+from test_second_pass import RECORDER, infotext, pixels
+from test_webui import BASE, script_args, txt2img
+
+from hires_upscale.params import SCRIPT_FIELDS
+
+
+def with_upscaler(name: str, **values) -> list:
+    args = script_args(**values)
+    args[SCRIPT_FIELDS.index("upscaler")] = name
+    return args
+
+
+def webui_png(result) -> str:
+    """The result's first image as base64 PNG with its parameters text, as the WebUI saves it."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", json.loads(result["info"])["infotexts"][0])
+    return image_b64(decode(result["images"][0]), pnginfo=info)
+
+
+def hires(webui, upscaler: str, **values):
+    return txt2img(webui, alwayson_scripts={"hires upscale": {"args": with_upscaler(upscaler, **values)}})
+
+
+def test_a_latent_upscaler_at_denoise_0_is_refused_not_passed_off_as_upscaled(webui):
+    result = hires(webui, "Latent", denoise=0)
+    assert decode(result["images"][0]).size == (64, 64)
+    fields = infotext(result).fields
+    assert "Hires upscale to" not in fields
+    assert "denoise" in fields["Hires upscale error"] and "Latent" in fields["Hires upscale error"]
+    reply = webui.post("/hires-upscale/v1/upscale", {"images": [webui_png(txt2img(webui))],
+                                                    "params": {"upscaler": "Latent", "denoise": 0}})
+    assert reply.status == 422 and reply.body["detail"][0]["loc"] == ["body", "params", "denoise"], reply.body
+
+
+def test_a_webui_upscaler_that_fails_is_said_not_replaced_by_lanczos(webui):
+    upscalers = webui.get("/hires-upscale/v1/options").json()["upscalers"]
+    assert BROKEN_HOST_UPSCALER in upscalers, upscalers
+    result = hires(webui, BROKEN_HOST_UPSCALER)
+    assert decode(result["images"][0]).size == (64, 64)  # the first pass's image, kept
+    fields = infotext(result).fields
+    assert f"the upscaler {BROKEN_HOST_UPSCALER} failed" in fields["Hires upscale error"]
+    assert "Hires upscale to" not in fields
+    reply = webui.post("/hires-upscale/v1/upscale", {"images": [webui_png(txt2img(webui))],
+                                                    "params": {"upscaler": BROKEN_HOST_UPSCALER, "denoise": 0}})
+    assert reply.status == 424, reply.body
+    assert reply.body["detail"][0]["loc"] == ["body", "params", "upscaler"]
+    assert reply.body["detail"][0]["type"] == "upscaler_failed"
+
+
+def test_the_plans_advice_reaches_txt2img_users_once_per_job(webui):
+    result = hires(webui, "Latent", denoise=0.35)
+    info = json.loads(result["info"])
+    advice = info["extra_generation_params"]["Hires upscale advice"]  # the API's info, once
+    assert "Latent upscalers need denoise of at least 0.5" in advice
+    assert all(text.count("Latent upscalers need denoise") == 1 for text in info["infotexts"])
+    assert decode(result["images"][0]).size == (128, 128)  # advice, not a refusal
+
+
+def test_each_latent_mode_runs_its_own_interpolation(webui):
+    # img2img's own latent resize is bilinear whatever the mode: then all three would be one image
+    modes = ("Latent (nearest)", "Latent (bicubic)", "Latent")
+    runs = {mode: pixels(hires(webui, mode, denoise=0.5)) for mode in modes}
+    again = pixels(hires(webui, "Latent (nearest)", denoise=0.5))
+    assert np.array_equal(again, runs["Latent (nearest)"])  # the same mode twice: the same image
+    names = list(runs)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            assert not np.array_equal(runs[first], runs[second]), (first, second)
+
+
+def test_the_nested_pass_leaves_params_txt_and_settings_as_the_outer_job_made_them(webui):
+    before = webui.get("/sdapi/v1/options").json()
+    hires(webui, "Lanczos", hires_steps=2)
+    written = (webui.data_dir / "params.txt").read_text(encoding="utf-8")
+    # the user's generation as the WebUI writes it before sampling: the first pass, our fields included
+    assert written.startswith(BASE["prompt"])
+    assert "Size: 64x64" in written and "Size: 128x128" not in written
+    assert "Hires upscale upscaler: Lanczos" in written
+    after = webui.get("/sdapi/v1/options").json()
+    assert {k: after.get(k) for k in before if after.get(k) != before[k]} == {}
+
+
+def test_token_merging_stays_on_for_the_rest_of_the_outer_job(webui):
+    webui.recorded()
+    result = txt2img(webui, n_iter=2, override_settings={"token_merging_ratio": 0.5},
+                     alwayson_scripts={"hires upscale": {"args": with_upscaler("Lanczos")}, RECORDER: {"args": [""]}})
+    assert [decode(data).size for data in result["images"]] == [(128, 128)] * 2
+    outer = [c["tome"] for c in webui.recorded() if c["hook"] == "process_batch" and not c["inner"]]
+    if outer and outer[0] is None:
+        pytest.skip("Forge patches token merging into a copy of the model per sampling: nothing to leak")
+    assert outer == [0.5, 0.5]  # the second batch as the first, after our pass
+
+
+@pytest.mark.parametrize("mode", ["scale", "size"])
+def test_the_infotext_names_only_what_the_run_used(webui, mode):
+    values = {"resize_mode": mode, "scale": 1.5, "width": 128, "height": 128, "preset": "2x", "sharpen_strength": 0.6}
+    fields = infotext(hires(webui, "Lanczos", **values)).fields
+    assert "Hires upscale preset" not in fields and "Hires upscale sharpen strength" not in fields
+    assert ("Hires upscale scale" in fields) == (mode == "scale")
+    assert ("Hires upscale width" in fields) == (mode == "size")
