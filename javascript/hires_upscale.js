@@ -319,7 +319,10 @@
         HU.watching[tab] = () => timer !== null;
         const shown = element("hires_upscale_" + tab + "_advice");
         if (shown && typeof IntersectionObserver === "function") {
-            new IntersectionObserver((entries) => watch(entries[entries.length - 1].isIntersecting)).observe(shown);
+            // A margin larger than any page: "intersecting" then means rendered at all (not in a closed
+            // accordion nor a hidden tab), wherever the page is scrolled.
+            new IntersectionObserver((entries) => watch(entries[entries.length - 1].isIntersecting),
+                {rootMargin: "100000px"}).observe(shown);
         } else {
             watch(true);
         }

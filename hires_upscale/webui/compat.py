@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,7 +317,7 @@ def first_pass_checkpoint_kept() -> Iterator[None]:
 
 
 @contextmanager
-def outer_job_kept(outer: Any, settings: Iterator[str] | list[str]) -> Iterator[None]:
+def outer_job_kept(outer: Any, settings: Iterable[str]) -> Iterator[None]:
     """A nested `process_images` leaves the outer job as it was: the WebUI's own restore after
     one misses three things, so they are put back here.
     - params.txt: the nested job writes its own parameters over the user's generation.
