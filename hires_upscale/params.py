@@ -26,6 +26,8 @@ RESIZE_MODES: tuple[str, ...] = ("scale", "size", "preset")
 #: tiled after an out-of-memory error; on: always; off: never
 TILED_MODES: tuple[str, ...] = ("auto", "on", "off")
 FIT_MODES: tuple[str, ...] = ("crop", "fill", "stretch")
+#: none | wavelet | adain (see colorfix.py); kept here too so params.py imports nothing heavy
+COLOR_FIX_MODES: tuple[str, ...] = ("none", "wavelet", "adain")
 MAX_SEED = 2**32 - 1
 
 # Our infotext keys all start with this prefix followed by a word. The WebUI's own
@@ -205,6 +207,13 @@ class HiresParams:
         help="Seed of the second pass; -1 = the image's own. In a batch, image n gets this seed + n.",
         applies=_with_second_pass,
     )
+    color_fix: str = _spec(
+        "wavelet", key="color fix", choices=COLOR_FIX_MODES, label="Color fix",
+        help="After the second pass, take the coarse colours (bands above about 32 px) from the upscaled image "
+        "that went into it and keep the pass's detail: removes colour drift and tile-to-tile shades. wavelet: "
+        "by frequency band; adain: global mean and contrast per channel; none: the pass as it came out.",
+        applies=_with_second_pass,
+    )
 
     # -- construction -------------------------------------------------------
 
@@ -299,7 +308,7 @@ class HiresParams:
         Only what the run uses: the essentials, plus every other field that applies and differs
         from its default, so that `from_infotext_fields` gives back `self.used()`.
         """
-        essentials = {"enabled", "upscaler", "resize_mode", "denoise", "hires_steps"}
+        essentials = {"enabled", "upscaler", "resize_mode", "denoise", "hires_steps", "color_fix"}
         used, default = self.used(), HiresParams()
         fields: dict[str, str] = {}
         for spec in dataclasses.fields(used):

@@ -1,4 +1,4 @@
-"""The orchestrator: plan -> upscale -> second pass -> sharpen.
+"""The orchestrator: plan -> upscale -> second pass -> color fix -> sharpen.
 
 The second pass needs a diffusion model, so it is behind the small `Backend`
 protocol: the WebUI adapter implements it with the host's img2img processing.
@@ -15,10 +15,11 @@ from typing import Protocol
 from PIL import Image
 
 from .advice import Advice
+from .colorfix import color_fix
 from .errors import Interrupted
 from .images import notices
 from .params import HiresParams
-from .plan import REACHED_FROM_KEY, REACHED_TO_KEY, SECOND_PASS, SHARPEN, UPSCALE, Plan, make_plan
+from .plan import COLOR_FIX, REACHED_FROM_KEY, REACHED_TO_KEY, SECOND_PASS, SHARPEN, UPSCALE, Plan, make_plan
 from .resolution import SNAP_MULTIPLE, apply_fit
 from .sharpen import sharpen
 from .upscaler import ImageUpscaler, LanczosUpscaler
@@ -27,7 +28,7 @@ from .upscaler import ImageUpscaler, LanczosUpscaler
 Progress = Callable[[str, int, int], None]
 ShouldStop = Callable[[], bool]
 
-STAGES = (UPSCALE, SECOND_PASS, SHARPEN)
+STAGES = (UPSCALE, SECOND_PASS, COLOR_FIX, SHARPEN)
 #: What transparent pixels become before a second pass, unless the backend names its own
 #: `background` (the WebUI's img2img flattens onto its "img2img_background_color", white by default).
 DEFAULT_BACKGROUND = "#ffffff"
@@ -177,11 +178,18 @@ class Pipeline:
                     for result in results:
                         result.notices.append(advice)
 
+                inputs = [result.image for result in results]
                 passed = self.backend.second_pass(
-                    [result.image for result in results], plan,
+                    inputs, plan,
                     progress=lambda done, total: report(SECOND_PASS, done, total), should_stop=stop, notify=notify,
                 )
                 _finished(results, SECOND_PASS, passed)
+                if COLOR_FIX in stages:
+                    if stop():
+                        raise Interrupted("stopped before the color fix")
+                    _finished(results, COLOR_FIX, [color_fix(result.image, _at_target(image, plan), params.color_fix)
+                                                   for result, image in zip(results, inputs, strict=True)])
+                    report(COLOR_FIX, 1, 1)
             if SHARPEN in stages:
                 if stop():
                     raise Interrupted("stopped before sharpening")
@@ -202,6 +210,14 @@ class Pipeline:
             progress=lambda done, total: report(UPSCALE, done, total), should_stop=stop,
         )
         return apply_fit(upscaled, plan.resize)
+
+
+def _at_target(image: Image.Image, plan: Plan) -> Image.Image:
+    """What went into the second pass, at the target size: a latent mode's pass got the image at its
+    source size (it upscales the latent), so its colours are those of a plain resize."""
+    if image.size == plan.target:
+        return image
+    return apply_fit(image.resize(plan.resize.upscaled, Image.Resampling.LANCZOS), plan.resize)
 
 
 def _finished(results: list[Result], stage: str, images: list[Image.Image]) -> None:

@@ -10,7 +10,7 @@ from .advice import Advice
 from .params import HiresParams, UpscalerKind
 from .resolution import DEFAULT_MAX_PIXELS, SNAP_MULTIPLE, ModelFamily, ResizePlan, Size, family, plan_resize
 
-UPSCALE, SECOND_PASS, SHARPEN = "upscale", "second pass", "sharpen"
+UPSCALE, SECOND_PASS, COLOR_FIX, SHARPEN = "upscale", "second pass", "color fix", "sharpen"
 #: Infotext keys of the sizes a result was upscaled from and to.
 REACHED_FROM_KEY, REACHED_TO_KEY = "Hires upscale from", "Hires upscale to"
 
@@ -53,9 +53,10 @@ class Plan:
         second_pass = self.second_pass and self.has_second_pass
         # a latent mode upscales inside the second pass; without one, it is a plain resize
         upscale = self.upscaler_kind != "latent" or not self.has_second_pass
+        color_fix = second_pass and self.params.color_fix != "none"
         sharpen = self.params.sharpen and self.params.sharpen_strength > 0
-        return tuple(stage for stage, runs in ((UPSCALE, upscale), (SECOND_PASS, second_pass), (SHARPEN, sharpen))
-                     if runs)
+        return tuple(stage for stage, runs in ((UPSCALE, upscale), (SECOND_PASS, second_pass),
+                                               (COLOR_FIX, color_fix), (SHARPEN, sharpen)) if runs)
 
     def facts(self) -> dict[str, Any]:
         return plan_facts(self.params, self.resize, self.family, self.first_pass_steps)

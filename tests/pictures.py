@@ -15,3 +15,4 @@ def noise_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Im
     pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels, "RGB")
     return image if mode == "RGB" else image.convert(mode)
+

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import pytest
 from conftest import noise_image
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageStat
 
 from hires_upscale.errors import Interrupted
 from hires_upscale.params import HiresParams
-from hires_upscale.pipeline import SECOND_PASS, SHARPEN, UPSCALE, Pipeline
+from hires_upscale.pipeline import COLOR_FIX, SECOND_PASS, SHARPEN, UPSCALE, Pipeline
 from hires_upscale.plan import Plan
 from hires_upscale.upscaler import load_model, resolve_upscaler
 
@@ -49,11 +49,11 @@ def test_stages_in_order_with_progress(rrdb_small):
     params = HiresParams(enabled=True, upscaler="4x-test", scale=2, hires_steps=3, sharpen=True)
     result = pipeline.run(noise_image(64, 48), params, first_pass_steps=20,
                           progress=lambda *event: seen.append(event))
-    assert result.stages == [UPSCALE, SECOND_PASS, SHARPEN] and not result.interrupted
+    assert result.stages == [UPSCALE, SECOND_PASS, COLOR_FIX, SHARPEN] and not result.interrupted
     assert result.image.size == (128, 128)  # 96 snaps to 128: 64x48 * 2 = 128x96 -> 128x128 cropped
     assert backend.calls[0][0] == (128, 128) and backend.calls[0][1].steps == 3
-    assert [e[0] for e in seen] == [UPSCALE, SECOND_PASS, SECOND_PASS, SECOND_PASS, SHARPEN]
-    assert seen[-2] == (SECOND_PASS, 3, 3)
+    assert [e[0] for e in seen] == [UPSCALE, SECOND_PASS, SECOND_PASS, SECOND_PASS, COLOR_FIX, SHARPEN]
+    assert seen[-3] == (SECOND_PASS, 3, 3)
     assert result.infotext_fields["Hires upscale to"] == "128x128"
 
 
@@ -66,7 +66,7 @@ def test_hires_steps_zero_means_the_first_pass_steps():
 def test_latent_upscalers_hand_the_source_to_the_backend():
     backend = RecordingImg2Img()
     result = lanczos_pipeline(backend).run(noise_image(64, 64), HiresParams(upscaler="Latent", denoise=0.6))
-    assert backend.calls[0][0] == (64, 64) and result.stages == [SECOND_PASS]
+    assert backend.calls[0][0] == (64, 64) and result.stages == [SECOND_PASS, COLOR_FIX]
     assert result.image.size == (128, 128)
 
 
@@ -175,7 +175,7 @@ def test_a_batch_goes_through_one_second_pass_and_each_image_keeps_its_own_pixel
     results = pipeline.run_batch(sources, pipeline.plan(sources[0], HiresParams(hires_steps=2, sharpen=True)))
     assert backend.batches == [3]
     assert [r.image.size for r in results] == [(128, 128)] * 3  # 96 snapped to 128
-    assert [r.stages for r in results] == [[UPSCALE, SECOND_PASS, SHARPEN]] * 3
+    assert [r.stages for r in results] == [[UPSCALE, SECOND_PASS, COLOR_FIX, SHARPEN]] * 3
     alone = [lanczos_pipeline(RecordingImg2Img()).run(s, HiresParams(hires_steps=2, sharpen=True)).image
              for s in sources]
     assert [r.image.tobytes() for r in results] == [a.tobytes() for a in alone]
@@ -200,10 +200,11 @@ def test_a_batch_of_different_sizes_is_refused():
 
 
 @pytest.mark.parametrize("params, with_backend, stages", [
-    (HiresParams(upscaler="Lanczos"), True, [UPSCALE, SECOND_PASS]),
+    (HiresParams(upscaler="Lanczos"), True, [UPSCALE, SECOND_PASS, COLOR_FIX]),
+    (HiresParams(upscaler="Lanczos", color_fix="none"), True, [UPSCALE, SECOND_PASS]),
     (HiresParams(upscaler="Lanczos", denoise=0, sharpen=True), True, [UPSCALE, SHARPEN]),
-    (HiresParams(upscaler="Lanczos", sharpen=True, sharpen_strength=0), True, [UPSCALE, SECOND_PASS]),
-    (HiresParams(upscaler="Latent (bicubic)", denoise=0.6), True, [SECOND_PASS]),  # upscaled in the pass
+    (HiresParams(upscaler="Lanczos", sharpen=True, sharpen_strength=0), True, [UPSCALE, SECOND_PASS, COLOR_FIX]),
+    (HiresParams(upscaler="Latent (bicubic)", denoise=0.6), True, [SECOND_PASS, COLOR_FIX]),  # upscaled in the pass
     (HiresParams(upscaler="Lanczos"), False, [UPSCALE]),  # no backend: the command line
 ])
 def test_the_plan_names_the_stages_that_run_and_the_run_goes_through_exactly_those(params, with_backend, stages):
@@ -211,3 +212,24 @@ def test_the_plan_names_the_stages_that_run_and_the_run_goes_through_exactly_tho
     plan = pipeline.plan(noise_image(64, 64), params)
     assert list(plan.stages) == stages
     assert pipeline.run_batch([noise_image(64, 64)], plan)[0].stages == stages
+
+
+class DriftingImg2Img(RecordingImg2Img):
+    """A second pass that adds detail and, as samplers and VAEs do, moves the colours."""
+
+    def second_pass(self, images, plan, *, progress, should_stop, notify):
+        passed = super().second_pass(images, plan, progress=progress, should_stop=should_stop, notify=notify)
+        return [Image.eval(image, lambda value: min(255, value + 24)) for image in passed]
+
+
+@pytest.mark.parametrize("upscaler", ["Lanczos", "Latent (bicubic)"])
+def test_the_color_fix_takes_the_colours_of_what_went_into_the_pass(upscaler):
+    source = noise_image(64, 64, seed=4)
+    drifted = lanczos_pipeline(DriftingImg2Img()).run(
+        source, HiresParams(upscaler=upscaler, denoise=0.6, color_fix="none")).image
+    fixed = lanczos_pipeline(DriftingImg2Img()).run(source, HiresParams(upscaler=upscaler, denoise=0.6)).image
+    went_in = source.resize((128, 128), Image.Resampling.LANCZOS)
+    mean = lambda image: sum(ImageStat.Stat(image).mean) / 3  # noqa: E731
+
+    assert abs(mean(drifted) - mean(went_in)) > 20
+    assert abs(mean(fixed) - mean(went_in)) < 1

@@ -23,7 +23,7 @@ from ..images import notices, text_chunks
 from ..infotext import parse_parameters, with_fields
 from ..lowvram import TilingPolicy
 from ..params import SCRIPT_FIELDS, HiresParams
-from ..pipeline import SHARPEN, UPSCALE, NamedResult, Pipeline, Result
+from ..pipeline import COLOR_FIX, SHARPEN, UPSCALE, NamedResult, Pipeline, Result
 from ..plan import REACHED_FROM_KEY, REACHED_TO_KEY, make_plan
 from . import compat, outputs
 from .backend import Generation, WebUIBackend, checkpoint_override
@@ -76,6 +76,8 @@ def _progress(stage: str, done: int, total: int) -> None:
                                done, total)
         if done == total:
             compat.next_job()
+    elif stage == COLOR_FIX:
+        compat.report_progress("Hires upscale: color fix")
     elif stage == SHARPEN:
         compat.report_progress("Hires upscale: sharpening")
 

@@ -31,7 +31,7 @@ PRESET_NAMES = list(dict.fromkeys(p.name for presets in PRESETS.values() for p i
 _FIELDS = {spec.name: spec for spec in dataclasses.fields(HiresParams)}
 #: Controls whose hint is shown under them; every control also has it as its hover hint (the page's
 #: `titles` table, filled from GET options' `hints`).
-SHOWN_HINTS = {"upscaler", "denoise", "hires_steps", "tiled", "sharpen"}
+SHOWN_HINTS = {"upscaler", "denoise", "hires_steps", "tiled", "sharpen", "color_fix"}
 #: Text fields that take a line or more of prompt.
 PROMPT_FIELDS = {"prompt", "negative_prompt"}
 
@@ -145,6 +145,8 @@ class AccordionUI:
                 add("tiled")
                 add("tile_size", visible=False)
             with gr.Row():
+                add("color_fix")
+            with gr.Row():
                 add("sharpen")
                 add("sharpen_strength", visible=False)
             _overrides(add, "Second pass overrides", self._id("overrides"))
@@ -196,7 +198,7 @@ class AccordionUI:
 
 #: The tab's parameter controls, in the order `_run_tab` receives them.
 TAB_FIELDS = ("upscaler", "scale", "denoise", "hires_steps", "sharpen", "sharpen_strength",
-              "checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed")
+              "checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed", "color_fix")
 
 
 def _tab_params(values: tuple[Any, ...]) -> HiresParams:
@@ -268,6 +270,7 @@ def build_tab(tiling: TilingPolicy) -> list[tuple[Any, str, str]]:
                 with gr.Row():
                     add("denoise")
                     add("hires_steps")
+                add("color_fix")
                 with gr.Row():
                     add("sharpen")
                     add("sharpen_strength")

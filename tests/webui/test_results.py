@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 from harness import BROKEN_HOST_UPSCALER, decode, image_b64
-from PIL import PngImagePlugin
+from PIL import Image, PngImagePlugin
 from test_second_pass import RECORDER, infotext, pixels
 from test_webui import BASE, script_args, txt2img
 
+from benchmarks.colorfix import coarse_psnr, fine_correlation
+from hires_upscale.infotext import parse_parameters
 from hires_upscale.params import SCRIPT_FIELDS
 
 
@@ -108,3 +110,22 @@ def test_the_infotext_names_only_what_the_run_used(webui, mode):
     assert "Hires upscale preset" not in fields and "Hires upscale sharpen strength" not in fields
     assert ("Hires upscale scale" in fields) == (mode == "scale")
     assert ("Hires upscale width" in fields) == (mode == "size")
+
+
+@pytest.mark.parametrize("mode", ["wavelet", "adain"])
+def test_the_color_fix_runs_in_the_webui_and_is_in_the_infotext(webui, mode):
+    made = txt2img(webui)
+    went_in = decode(made["images"][0]).resize((128, 128), Image.Resampling.LANCZOS)  # what Lanczos gives the pass
+
+    def upscale(color_fix: str):
+        reply = webui.post("/hires-upscale/v1/upscale", {"images": [webui_png(made)], "params": {
+            "upscaler": "Lanczos", "denoise": 0.5, "hires_steps": 2, "color_fix": color_fix}})
+        assert reply.status == 200, reply.body
+        done = reply.body["images"][0]
+        return decode(done["image"]).convert("RGB"), parse_parameters(done["infotext"]).fields
+
+    plain, plain_fields = upscale("none")
+    fixed, fields = upscale(mode)
+    assert fields["Hires upscale color fix"] == mode and plain_fields["Hires upscale color fix"] == "none"
+    assert coarse_psnr(fixed, went_in) > coarse_psnr(plain, went_in)
+    assert fine_correlation(fixed, plain) > 0.9  # the pass's detail is kept
