@@ -77,10 +77,10 @@ RULES: tuple[Rule, ...] = (
         "subjects. 0.2-0.45 keeps the composition.",
     ),
     Rule(
-        "large_pass_scale", "warning", "scale",
+        "large_pass_scale", "warning", "passes",
         (("pass_scale", ">", MAX_COMFORTABLE_PASS_SCALE),),
         "Upscaling {pass_scale}x in one pass invents structure the first image did not have; "
-        "2x or less per pass is safer (run a second hires upscale for more).",
+        "2x or less per pass is safer: set Passes to 0 (auto) to get there in passes of 2x or less.",
     ),
     Rule(
         "too_large_for_family", "warning", "tiled",

@@ -207,6 +207,13 @@ class HiresParams:
         help="Seed of the second pass; -1 = the image's own. In a batch, image n gets this seed + n.",
         applies=_with_second_pass,
     )
+    passes: int = _spec(
+        1, key="passes", minimum=0, maximum=4, step=1, zero_means="auto: the fewest passes of at most 2x each",
+        label="Passes (0 = auto)", applies=_with_second_pass,
+        help="Reach the target in this many passes, each an upscale and a second pass (4x as 2x then 2x, "
+        "each pass with the same denoise and hires steps); 0 = auto, at most 2x per pass. More than 2x in "
+        "one pass invents structure.",
+    )
     color_fix: str = _spec(
         "wavelet", key="color fix", choices=COLOR_FIX_MODES, label="Color fix",
         help="After the second pass, take the coarse colours (bands above about 32 px) from the upscaled image "

@@ -82,6 +82,16 @@ class Result:
         return fields
 
     @property
+    def reached(self) -> str:
+        """Where the run got to, in words: the last stage, or the last whole pass of a progressive run."""
+        if not self.stages:
+            return "the first pass"
+        if self.plan.passes:
+            done = sum(stage == SECOND_PASS for stage in self.stages)
+            return f"pass {done}/{len(self.plan.passes)}"
+        return self.stages[-1]
+
+    @property
     def advice(self) -> list[dict[str, str]]:
         """The plan's warnings, then this image's notices: one list for every front end."""
         return [a.as_dict() for a in (*self.plan.advice, *self.notices)]
@@ -152,53 +162,63 @@ class Pipeline:
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
     ) -> list[Result]:
-        """Images of the plan's source size (a WebUI batch) through `plan.stages`; the second pass
-        takes them together.
+        """Images of the plan's source size (a WebUI batch) through `plan.stages`, pass after pass;
+        the second pass takes them together.
 
-        An interrupt leaves every image at the last stage all of them finished.
+        An interrupt leaves every image at the last stage all of them finished; in a progressive
+        run, at the end of the last pass all of them finished (a pass's upscale alone is no result).
         """
         if any(image.size != plan.source for image in images):
             raise ValueError(f"run_batch takes images of the plan's size {plan.source}; plan other sizes apart")
         report = progress or _no_progress
         stop = should_stop or _never_stop
-        stages = plan.stages
-        params = plan.params
         results = [Result(image, plan, notices=notices(image)) for image in images]
+        finished_pass = [(result.image, len(result.stages)) for result in results]
         try:
-            if UPSCALE in stages:
-                _finished(results, UPSCALE, [self._upscale(result.image, plan, report, stop) for result in results])
-            if SECOND_PASS in stages and self.backend is not None:
-                for result in results:
-                    if result.image.mode in ("RGBA", "LA"):
-                        result.image, notice = _flatten(result.image, getattr(self.backend, "background",
-                                                                              DEFAULT_BACKGROUND))
-                        result.notices.append(notice)
-
-                def notify(advice: Advice) -> None:
-                    for result in results:
-                        result.notices.append(advice)
-
-                inputs = [result.image for result in results]
-                passed = self.backend.second_pass(
-                    inputs, plan,
-                    progress=lambda done, total: report(SECOND_PASS, done, total), should_stop=stop, notify=notify,
-                )
-                _finished(results, SECOND_PASS, passed)
-                if COLOR_FIX in stages:
-                    if stop():
-                        raise Interrupted("stopped before the color fix")
-                    _finished(results, COLOR_FIX, [color_fix(result.image, _at_target(image, plan), params.color_fix)
-                                                   for result, image in zip(results, inputs, strict=True)])
-                    report(COLOR_FIX, 1, 1)
-            if SHARPEN in stages:
+            for step in plan.pass_plans:
+                self._pass(results, step, report, stop)
+                finished_pass = [(result.image, len(result.stages)) for result in results]
+            if SHARPEN in plan.stages:
                 if stop():
                     raise Interrupted("stopped before sharpening")
-                _finished(results, SHARPEN, [sharpen(result.image, params.sharpen_strength) for result in results])
+                _finished(results, SHARPEN, [sharpen(result.image, plan.params.sharpen_strength)
+                                             for result in results])
                 report(SHARPEN, 1, 1)
         except Interrupted:
-            for result in results:
+            for result, (image, stages) in zip(results, finished_pass, strict=True):
                 result.interrupted = True
+                if plan.passes and stages:  # back to the end of the last whole pass
+                    result.image, result.stages = image, result.stages[:stages]
         return results
+
+    def _pass(self, results: list[Result], plan: Plan, report: Progress, stop: ShouldStop) -> None:
+        """One pass over every image: upscale, second pass, color fix, as `plan.pass_stages` says."""
+        stages = plan.pass_stages
+        if UPSCALE in stages:
+            _finished(results, UPSCALE, [self._upscale(result.image, plan, report, stop) for result in results])
+        if SECOND_PASS not in stages or self.backend is None:
+            return
+        for result in results:
+            if result.image.mode in ("RGBA", "LA"):
+                result.image, notice = _flatten(result.image, getattr(self.backend, "background", DEFAULT_BACKGROUND))
+                result.notices.append(notice)
+
+        def notify(advice: Advice) -> None:
+            for result in results:
+                result.notices.append(advice)
+
+        inputs = [result.image for result in results]
+        passed = self.backend.second_pass(
+            inputs, plan, progress=lambda done, total: report(SECOND_PASS, done, total), should_stop=stop,
+            notify=notify,
+        )
+        _finished(results, SECOND_PASS, passed)
+        if COLOR_FIX in stages:
+            if stop():
+                raise Interrupted("stopped before the color fix")
+            _finished(results, COLOR_FIX, [color_fix(result.image, _at_target(image, plan), plan.params.color_fix)
+                                           for result, image in zip(results, inputs, strict=True)])
+            report(COLOR_FIX, 1, 1)
 
     def _upscale(self, image: Image.Image, plan: Plan, report: Progress, stop: ShouldStop) -> Image.Image:
         """Upscale to the plan's pre-fit size, then crop/fill/stretch to the target."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import advice as advice_rules
@@ -29,6 +30,12 @@ class Plan:
     first_pass_steps: int | None = None
     #: whether a second pass can run at all (a host with a diffusion model; not the command line)
     has_second_pass: bool = True
+    #: the passes of a progressive run, each a one-pass plan from the size the last one reached;
+    #: empty for a run in one pass
+    passes: tuple[Plan, ...] = ()
+    #: which pass of how many this plan is (1 of 1 for a run in one pass)
+    pass_number: int = 1
+    pass_count: int = 1
 
     @property
     def source(self) -> Size:
@@ -48,15 +55,27 @@ class Plan:
         return self.params.denoise > 0
 
     @property
+    def pass_plans(self) -> tuple[Plan, ...]:
+        """The one-pass plans the run goes through: its passes, or itself."""
+        return self.passes or (self,)
+
+    @property
     def stages(self) -> tuple[str, ...]:
-        """The stages this run goes through, in order: every front end counts progress from these."""
+        """The stages this run goes through, in order, each pass's in turn, then sharpening: every
+        front end counts progress from these."""
+        stages = tuple(stage for step in self.pass_plans for stage in step.pass_stages)
+        sharpen = self.params.sharpen and self.params.sharpen_strength > 0
+        return stages + ((SHARPEN,) if sharpen else ())
+
+    @property
+    def pass_stages(self) -> tuple[str, ...]:
+        """The stages of one pass: upscale, second pass, color fix, as they apply."""
         second_pass = self.second_pass and self.has_second_pass
         # a latent mode upscales inside the second pass; without one, it is a plain resize
         upscale = self.upscaler_kind != "latent" or not self.has_second_pass
         color_fix = second_pass and self.params.color_fix != "none"
-        sharpen = self.params.sharpen and self.params.sharpen_strength > 0
         return tuple(stage for stage, runs in ((UPSCALE, upscale), (SECOND_PASS, second_pass),
-                                               (COLOR_FIX, color_fix), (SHARPEN, sharpen)) if runs)
+                                               (COLOR_FIX, color_fix)) if runs)
 
     def facts(self) -> dict[str, Any]:
         return plan_facts(self.params, self.resize, self.family, self.first_pass_steps)
@@ -81,7 +100,7 @@ def plan_facts(
         "upscaler_kind": params.upscaler_kind,
         "denoise": params.denoise,
         "second_pass": params.denoise > 0,
-        "pass_scale": round(resize.scale, 2),
+        "pass_scale": round(resize.scale ** (1 / pass_count(params, resize)), 2),
         "tiled": params.tiled,
         "target_pixels": tw * th,
         "comfortable_pixels": model_family.comfortable_pixels,
@@ -125,5 +144,42 @@ def make_plan(
     )
     steps = params.hires_steps or first_pass_steps
     facts = plan_facts(params, resize, model_family, first_pass_steps)
-    return Plan(params, model_family, resize, steps, tuple(advice_rules.evaluate(facts)), first_pass_steps,
+    plan = Plan(params, model_family, resize, steps, tuple(advice_rules.evaluate(facts)), first_pass_steps,
                 has_second_pass)
+    count = pass_count(params, resize)
+    if count == 1 or not has_second_pass:
+        return plan
+    return replace(plan, passes=_passes(plan, count, multiple, max_pixels))
+
+
+def pass_count(params: HiresParams, resize: ResizePlan) -> int:
+    """How many passes reach the target: the parameters' `passes`, or with 0 the fewest of at most
+    2x each (never more than the field allows); one without a second pass."""
+    if params.denoise <= 0:
+        return 1
+    if params.passes:
+        return params.passes
+    fewest = math.ceil(math.log2(resize.scale) - 1e-9) if resize.scale > 1 else 1
+    return max(1, min(fewest, _MAX_PASSES))
+
+
+_MAX_PASSES = 4
+
+
+def _passes(plan: Plan, count: int, multiple: int, max_pixels: int) -> tuple[Plan, ...]:
+    """`count` one-pass plans from the source to the plan's target, each the same factor: the last
+    reaches the target exactly (and fits it as asked); those before keep the source's aspect."""
+    factor = plan.resize.scale ** (1 / count)
+    passes, size = [], plan.source
+    for number in range(1, count + 1):
+        if number < count:
+            resize = plan_resize(size, mode="scale", scale=factor, width=0, height=0, preset="", fit="stretch",
+                                 family_name=plan.family.name, multiple=multiple, max_pixels=max_pixels)
+        else:
+            width, height = plan.target
+            resize = plan_resize(size, mode="size", scale=1.0, width=width, height=height, preset="",
+                                 fit=plan.params.fit, family_name=plan.family.name, multiple=multiple,
+                                 max_pixels=max_pixels)
+        passes.append(replace(plan, resize=resize, advice=(), pass_number=number, pass_count=count))
+        size = resize.target
+    return tuple(passes)

@@ -79,6 +79,14 @@
     };
 
     // plan.plan_facts
+    // plan.py pass_count: the parameters' passes, or with 0 the fewest of at most 2x each (at most 4)
+    HU.passCount = function (p, plan) {
+        if (!(p.denoise > 0)) return 1;
+        if (p.passes) return p.passes;
+        const fewest = plan.scale > 1 ? Math.ceil(Math.log2(plan.scale) - 1e-9) : 1;
+        return Math.max(1, Math.min(fewest, 4));
+    };
+
     HU.facts = function (p, plan, family, firstPassSteps, upscalerKind) {
         const [tw, th] = plan.target;
         const [rw, rh] = plan.requested;
@@ -86,7 +94,7 @@
             upscaler_kind: upscalerKind,
             denoise: p.denoise,
             second_pass: p.denoise > 0,
-            pass_scale: HU.pyRound(plan.scale * 100) / 100,
+            pass_scale: HU.pyRound(Math.pow(plan.scale, 1 / HU.passCount(p, plan)) * 100) / 100,
             tiled: p.tiled,
             target_pixels: tw * th,
             comfortable_pixels: family.comfortable_pixels,
@@ -223,6 +231,7 @@
             denoise: readNumber(id("denoise")),
             hires_steps: readNumber(id("hires_steps")),
             tiled: readValue(id("tiled")) || "auto",
+            passes: element(id("passes")) ? readNumber(id("passes")) : 1,
             tile_size: readNumber(id("tile_size")),
         };
     }

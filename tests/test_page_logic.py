@@ -36,6 +36,7 @@ def random_params(rng: random.Random) -> HiresParams:
         preset=rng.choice([p.name for p in PRESETS["sd15"]]), fit=rng.choice(["crop", "fill", "stretch"]),
         denoise=rng.choice([0.0, 0.2, 0.3, 0.45, 0.5, 0.55, 0.7, round(rng.uniform(0, 1), 2)]),
         hires_steps=rng.choice([0, 10, 20, 41, 60, 150]), tiled=rng.choice(["auto", "on", "off"]),
+        passes=rng.choice([1, 1, 0, 0, 2, 3, 4]),
     )
 
 

@@ -233,3 +233,46 @@ def test_the_color_fix_takes_the_colours_of_what_went_into_the_pass(upscaler):
 
     assert abs(mean(drifted) - mean(went_in)) > 20
     assert abs(mean(fixed) - mean(went_in)) < 1
+
+
+def test_a_4x_target_in_auto_passes_runs_2x_then_2x_each_an_upscale_and_a_second_pass():
+    backend = RecordingImg2Img()
+    params = HiresParams(upscaler="Lanczos", scale=4, passes=0, hires_steps=2)
+    pipeline = lanczos_pipeline(backend)
+    plan = pipeline.plan(noise_image(64, 64), params)
+    assert [(p.source, p.target, p.pass_number, p.pass_count) for p in plan.passes] == [
+        ((64, 64), (128, 128), 1, 2), ((128, 128), (256, 256), 2, 2)]
+    assert not [a for a in plan.advice if a.code == "large_pass_scale"]  # 2x per pass: nothing to warn of
+    result = pipeline.run_batch([noise_image(64, 64)], plan)[0]
+    assert [size for size, _ in backend.calls] == [(128, 128), (256, 256)]
+    assert result.image.size == (256, 256) and result.stages == [UPSCALE, SECOND_PASS, COLOR_FIX] * 2
+    assert result.infotext_fields["Hires upscale to"] == "256x256"
+
+
+def test_passes_reach_a_target_of_another_aspect_and_fit_it_in_the_last():
+    params = HiresParams(upscaler="Lanczos", resize_mode="size", width=512, height=256, fit="crop", passes=2)
+    plan = lanczos_pipeline(RecordingImg2Img()).plan(noise_image(64, 64), params)
+    assert [p.target for p in plan.passes][-1] == (512, 256) and plan.passes[-1].resize.fit == "crop"
+    assert plan.passes[0].target[0] == plan.passes[0].target[1]  # the source's aspect until the last pass
+
+
+def test_an_interrupt_in_a_later_pass_keeps_the_last_whole_pass():
+    backend = RecordingImg2Img()
+    calls = []
+
+    def stop_in_the_second_pass():  # the stop is asked during pass 2's second pass
+        calls.append(1)
+        return len(backend.calls) == 2 and len(calls) > 0
+
+    pipeline = lanczos_pipeline(backend)
+    plan = pipeline.plan(noise_image(64, 64), HiresParams(upscaler="Lanczos", scale=4, passes=2, hires_steps=3))
+    result = pipeline.run_batch([noise_image(64, 64)], plan, should_stop=stop_in_the_second_pass)[0]
+    assert result.interrupted and result.image.size == (128, 128)
+    assert result.stages == [UPSCALE, SECOND_PASS, COLOR_FIX] and result.reached == "pass 1/2"
+
+
+def test_one_pass_is_the_plan_itself_and_upscale_only_never_runs_in_passes():
+    pipeline = lanczos_pipeline(RecordingImg2Img())
+    assert pipeline.plan(noise_image(64, 64), HiresParams(scale=4)).passes == ()
+    assert pipeline.plan(noise_image(64, 64), HiresParams(scale=4, passes=0, denoise=0)).passes == ()
+    assert len(pipeline.plan(noise_image(64, 64), HiresParams(scale=8, passes=0)).passes) == 3

@@ -176,10 +176,9 @@ def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresPar
 
 
 def _count_upscale_jobs(stages: tuple[str, ...], images: int) -> None:
-    """The progress bar's jobs for the upscale stage, one per image; the second pass adds its own."""
-    if UPSCALE in stages:
-        for _ in range(images):
-            compat.add_job()
+    """The progress bar's jobs for the upscale stages, one per image and pass; the second pass adds its own."""
+    for _ in range(stages.count(UPSCALE) * images):
+        compat.add_job()
 
 
 def postprocess(p: Any, image: Image.Image, tiling: TilingPolicy) -> Image.Image:
@@ -222,7 +221,7 @@ def _write_infotext(p: Any, index: int, done: Result | str) -> None:
     if done.notices:  # and in the image's infotext, which API callers get
         extra[NOTES_KEY] = " ".join(notice.message for notice in done.notices)
     if done.interrupted:
-        extra[INTERRUPTED_KEY] = "after " + (done.stages[-1] if done.stages else "the first pass")
+        extra[INTERRUPTED_KEY] = "after " + done.reached
 
 
 # -- images that already exist ---------------------------------------------------

@@ -128,6 +128,7 @@ class AccordionUI:
             with gr.Row():
                 add("resize_mode")
                 add("scale")
+                add("passes")
             with gr.Row():
                 add("width", visible=False)
                 add("height", visible=False)
@@ -198,7 +199,7 @@ class AccordionUI:
 
 #: The tab's parameter controls, in the order `_run_tab` receives them.
 TAB_FIELDS = ("upscaler", "scale", "denoise", "hires_steps", "sharpen", "sharpen_strength",
-              "checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed", "color_fix")
+              "checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed", "color_fix", "passes")
 
 
 def _tab_params(values: tuple[Any, ...]) -> HiresParams:
@@ -267,6 +268,7 @@ def build_tab(tiling: TilingPolicy) -> list[tuple[Any, str, str]]:
                 with gr.Row():
                     add("upscaler", choices=upscaler_choices(), value=default_upscaler())
                     add("scale")
+                    add("passes")
                 with gr.Row():
                     add("denoise")
                     add("hires_steps")

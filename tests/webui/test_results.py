@@ -129,3 +129,16 @@ def test_the_color_fix_runs_in_the_webui_and_is_in_the_infotext(webui, mode):
     assert fields["Hires upscale color fix"] == mode and plain_fields["Hires upscale color fix"] == "none"
     assert coarse_psnr(fixed, went_in) > coarse_psnr(plain, went_in)
     assert fine_correlation(fixed, plain) > 0.9  # the pass's detail is kept
+
+
+def test_a_4x_target_runs_in_two_passes_of_2x(webui):
+    webui.recorded()
+    result = txt2img(webui, alwayson_scripts={"hires upscale": {"args": with_upscaler("Lanczos", scale=4, passes=0,
+                                                                                      hires_steps=1)},
+                                              RECORDER: {"args": [""]}})
+    assert decode(result["images"][0]).size == (256, 256)
+    fields = infotext(result).fields
+    assert fields["Hires upscale passes"] == "0" and fields["Hires upscale to"] == "256x256"
+    assert "Hires upscale advice" not in fields  # 2x per pass: no "more than 2x in one pass" warning
+    passes = [c["size"] for c in webui.recorded() if c.get("inner") and c["hook"] == "process"]
+    assert passes == [[128, 128], [256, 256]]
