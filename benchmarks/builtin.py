@@ -38,9 +38,11 @@ def _tile_origins(length: int, tile: int, overlap: int) -> list[int]:
 
 def _run_tile(model: torch.nn.Module, tile: Image.Image) -> Image.Image:
     bgr = np.asarray(tile.convert("RGB"))[:, :, ::-1].transpose(2, 0, 1)
-    tensor = torch.from_numpy(np.ascontiguousarray(bgr) / 255).unsqueeze(0).float()
+    weights = next(model.parameters(), None)  # where and in what precision the model runs
+    device, dtype = (weights.device, weights.dtype) if weights is not None else ("cpu", torch.float32)
+    tensor = torch.from_numpy(np.ascontiguousarray(bgr) / 255).unsqueeze(0).to(device, dtype)
     with torch.inference_mode():
-        out = model(tensor)[0].float().clamp_(0, 1).numpy()
+        out = model(tensor)[0].float().clamp_(0, 1).cpu().numpy()
     rgb = (255.0 * np.moveaxis(out, 0, 2)).round().astype(np.uint8)[:, :, ::-1]
     return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
 
@@ -77,12 +79,15 @@ def tiled_upscale(model: torch.nn.Module, image: Image.Image, scale: int) -> Ima
     return result
 
 
-def builtin_upscale(model_path: Path, image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """The whole built-in path for one image: reload, full-scale tiles, Lanczos to `size`."""
+def builtin_upscale(model_path: Path, image: Image.Image, size: tuple[int, int], *, device: str = "cpu",
+                    half: bool = False) -> Image.Image:
+    """The whole built-in path for one image: reload, full-scale tiles, Lanczos to `size`. On CUDA the
+    WebUI runs fp16 where the model supports it (`half`), without --no-half."""
     from spandrel import ModelLoader
 
-    descriptor = ModelLoader(device="cpu").load_from_file(str(model_path))
-    model = descriptor.model.eval().float()
+    descriptor = ModelLoader(device=device).load_from_file(str(model_path))
+    model = descriptor.model.eval()
+    model = model.half() if half and descriptor.supports_half else model.float()
     result = image
     for _ in range(3):  # the WebUI repeats passes until the target is reached (at most 3)
         if result.width >= size[0] and result.height >= size[1]:

@@ -66,3 +66,13 @@ def test_the_seam_score_sees_a_step_at_a_tile_edge_and_nothing_else():
     stepped[:, :, 448:] += 3.0  # a tile whose tone is off
     assert seam_score(stepped, edges, 2) > 1.5
     assert np.isnan(seam_score(image, [0, 1024], 2))  # one tile: no edges
+
+
+def test_the_gpu_script_runs_its_smoke_case_anywhere_and_reports_ratios(tmp_path):
+    from benchmarks import gpu
+
+    assert gpu.main(["--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "benchmarks-gpu.json").read_text())
+    [row] = report["engine"]
+    assert row["case"] == "64->256" and row["ratio"] > 0 and row["tflop_per_image"] > 0
+    assert "<!-- gpu:start -->" in (tmp_path / "benchmarks.md").read_text()
