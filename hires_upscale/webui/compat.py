@@ -5,6 +5,7 @@ The rest of the adapter calls these names and never checks a version itself.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Iterable, Iterator
@@ -87,7 +88,17 @@ def scheduler_names() -> list[str]:
     return [s.label for s in sd_schedulers.schedulers]
 
 
-_IMG2IMG_ARGUMENTS: set[str] | None = None
+@functools.cache
+def _img2img_arguments() -> frozenset[str]:
+    """The keyword arguments StableDiffusionProcessingImg2Img takes in this WebUI: v1.6/v1.7 pass
+    **kwargs up to the base class, so every level's names count."""
+    names: set[str] = set()
+    for cls in processing.StableDiffusionProcessingImg2Img.__mro__:
+        if cls is object or "__init__" not in vars(cls):
+            continue
+        names |= {name for name, param in inspect.signature(cls.__init__).parameters.items()
+                  if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)}
+    return frozenset(names)
 
 
 def make_img2img(**arguments: Any) -> Any:
@@ -96,17 +107,8 @@ def make_img2img(**arguments: Any) -> Any:
     Newer arguments (e.g. `scheduler`, v1.9+) are dropped on older versions,
     where the sampler name already selects the schedule.
     """
-    global _IMG2IMG_ARGUMENTS
-    if _IMG2IMG_ARGUMENTS is None:
-        # v1.6/v1.7 pass **kwargs up to the base class: collect every level's names.
-        _IMG2IMG_ARGUMENTS = set()
-        for cls in processing.StableDiffusionProcessingImg2Img.__mro__:
-            if cls is object or "__init__" not in vars(cls):
-                continue
-            _IMG2IMG_ARGUMENTS |= {name for name, param in inspect.signature(cls.__init__).parameters.items()
-                                   if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)}
-    known = {k: v for k, v in arguments.items() if k in _IMG2IMG_ARGUMENTS}
-    return processing.StableDiffusionProcessingImg2Img(**known)
+    known = _img2img_arguments()
+    return processing.StableDiffusionProcessingImg2Img(**{k: v for k, v in arguments.items() if k in known})
 
 
 def _family_of(model: Any) -> str:
