@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -157,10 +158,21 @@ def hf_cache() -> Path | None:
     return None
 
 
+#: Ports the test WebUI listens on, below Linux's ephemeral range (32768-60999): the WebUI binds its
+#: port a minute or more after we pick it, and a port from the ephemeral range may meanwhile be taken
+#: as the local end of any outgoing connection ("Cannot find empty port").
+_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for port in random.sample(_PORTS, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1} on 127.0.0.1")
 
 
 def checkpoint(checkout: Checkout, env: dict[str, str]) -> Path:
@@ -270,8 +282,18 @@ class WebUI:
         swinir = self.data_dir / "models" / "SwinIR"
         swinir.mkdir(parents=True, exist_ok=True)
         (swinir / f"{BROKEN_HOST_UPSCALER}.pth").write_bytes(b"not a model: the download was cut short")
+        for _attempt in range(3):
+            if self.launch(env, ckpt.parent):
+                return
+            # the port was taken between our pick and the WebUI's bind: another one, and again
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+        raise RuntimeError(f"the WebUI found no free port three times:\n{self.log_tail()}")
+
+    def launch(self, env: dict[str, str], ckpt_dir: Path) -> bool:
+        """Start the WebUI and wait until it answers; False when its port was taken meanwhile."""
         command = [str(self.checkout.python), "launch.py", *self.host.cpu_flags, "--port", str(self.port),
-                   "--data-dir", str(self.data_dir), "--ckpt-dir", str(ckpt.parent),
+                   "--data-dir", str(self.data_dir), "--ckpt-dir", str(ckpt_dir),
                    "--esrgan-models-path", str(self.esrgan_dir), *self.host.launch_args(self.root)]
         log = open(self.log_path, "w")  # noqa: SIM115 - the server writes to it while it runs
         self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -279,6 +301,8 @@ class WebUI:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "Cannot find empty port" in self.log_tail(200):
+                    return False
                 raise RuntimeError(f"the WebUI exited with {self.process.returncode}:\n{self.log_tail()}")
             # No request before the WebUI prints that it is up: one that reaches A1111's app while it still
             # adds its API middleware makes it fail ("Cannot add middleware after an application has
@@ -286,7 +310,7 @@ class WebUI:
             if self.started():
                 try:
                     if self.get("/hires-upscale/v1/options").status == 200:
-                        return
+                        return True
                 except OSError:
                     pass
             time.sleep(1)
