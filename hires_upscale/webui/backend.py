@@ -313,14 +313,15 @@ def _latent_resized(img2img: Any, interpolation: tuple[str, bool]) -> None:
             outcome = init(*args, **kwargs)
         finally:
             img2img.width, img2img.height = width, height
-        size = (height // 8, width // 8)
-        img2img.init_latent = torch.nn.functional.interpolate(img2img.init_latent, size=size, mode=mode,
-                                                              antialias=antialias)
+        def resized(latent: Any) -> Any:
+            return torch.nn.functional.interpolate(latent, size=(height // 8, width // 8), mode=mode,
+                                                   antialias=antialias)
+
+        img2img.init_latent = resized(img2img.init_latent)
         conditioning = getattr(img2img, "image_conditioning", None)
         if conditioning is not None and conditioning.dim() == 4 and conditioning.shape[-1] > 1:
             # an inpainting model's conditioning is spatial: it follows the latent
-            img2img.image_conditioning = torch.nn.functional.interpolate(conditioning, size=size, mode=mode,
-                                                                         antialias=antialias)
+            img2img.image_conditioning = resized(conditioning)
         return outcome
 
     img2img.init = init_resized
