@@ -1,4 +1,4 @@
-"""Our upscaler engine against the WebUI's built-in ESRGAN path, measured in the same run.
+"""Our upscaler engine against the WebUI's own path for the same file, measured in the same run.
 
     python -m benchmarks.upscaler [--repeat 3] [--threads 1] [--quick] [--cases NAME,...]
 
@@ -7,9 +7,13 @@ same model file and the same picture. Times are medians of `--repeat` runs;
 ours is measured warm (its model cache is the point), the built-in reloads the
 model for every image because that is what it does. Quality is the PSNR of the
 final image against our engine in fp32 on the whole frame with no tiles.
-With SD_WEBUI_ROOT set, the WebUI's own ESRGAN upscaler, called in-process in
-the WebUI's venv, is a second baseline. Results: printed, and written to
-docs/benchmarks.md (between markers) and docs/benchmarks-upscaler.json.
+There is a case per spandrel family (RRDB ESRGAN, Real-ESRGAN compact, SwinIR,
+HAT, DAT), each model at a size people run. The ESRGAN-path cases also run
+the built-in algorithm rewritten here (benchmarks/builtin.py); with
+SD_WEBUI_ROOT set, every case runs the WebUI's own upscaler for the file, from
+the folder the WebUI scans for its family, in-process in the WebUI's venv.
+Results: printed, and written to docs/benchmarks.md (between markers) and
+docs/benchmarks-upscaler.json.
 """
 
 from __future__ import annotations
@@ -39,18 +43,36 @@ from benchmarks.report import publish  # noqa: E402
 @dataclass(frozen=True)
 class Case:
     name: str
-    model: str  # "rrdb" (23 blocks, 64 features: 4x-UltraSharp's size) or "compact"
+    model: str  # a key of MODELS
     source: int
     target: int
     note: str
+    #: the WebUI folder (and upscaler) for the family; the ESRGAN path also has the built-in rewrite
+    folder: str = "ESRGAN"
 
 
+#: Random-weight models at the sizes people run: 4x-UltraSharp's RRDB, realesr-general's compact, and
+#: the "M" sizes of the transformers (180 features, 6 groups of 6 blocks).
+MODELS = {
+    "rrdb": lambda m: m.rrdb(4),
+    "compact": lambda m: m.compact(4, features=64, convs=32),
+    "swinir": lambda m: m.swinir(4, dim=180, depths=6, blocks=6),
+    "hat": lambda m: m.hat(4, dim=180, depths=6, blocks=6),
+    "dat": lambda m: m.dat(4, dim=180, depths=6, blocks=6),
+}
 CASES = (
     Case("rrdb-256-to-2x", "rrdb", 256, 512, "RRDB ESRGAN 4x, 256x256 into a 2x target"),
     Case("rrdb-256-to-4x", "rrdb", 256, 1024, "RRDB ESRGAN 4x, 256x256 into a 4x target"),
     Case("compact-256-to-2x", "compact", 256, 512, "SRVGG compact 4x (64 features, 32 convs), 256x256 into 2x"),
+    Case("swinir-64-to-2x", "swinir", 64, 128, "SwinIR-M 4x, 64x64 into 2x", folder="SwinIR"),
+    Case("hat-64-to-2x", "hat", 64, 128, "HAT-M 4x, 64x64 into 2x", folder="HAT"),
+    Case("dat-64-to-2x", "dat", 64, 128, "DAT 4x (180 features, 6x6 blocks), 64x64 into 2x", folder="DAT"),
 )
-VARIANTS = ("reference", "builtin", "ours", "ours-fp32")
+
+
+def variants(case: Case) -> tuple[str, ...]:
+    builtin = ("builtin",) if case.folder == "ESRGAN" else ()
+    return ("reference", *builtin, "ours", "ours-fp32")
 
 
 def make_model(kind: str, folder: Path) -> Path:
@@ -58,8 +80,7 @@ def make_model(kind: str, folder: Path) -> Path:
 
     path = folder / f"{kind}.pth"
     if not path.exists():
-        module = models.rrdb(4) if kind == "rrdb" else models.compact(4, features=64, convs=32)
-        models.save_pth(module, path)
+        models.save_pth(MODELS[kind](models), path)
     return path
 
 
@@ -102,7 +123,9 @@ def worker(spec: dict) -> dict:
             return upscaler.upscale(image, size)
         warmup = variant != "reference"
         grid = upscaler.grid_for(image.width, image.height)
-        facts = {"dtype": str(upscaler.dtype).removeprefix("torch."), "tile": grid.tile_size, "tiles": len(grid)}
+        facts = {"dtype": str(upscaler.dtype).removeprefix("torch."), "tile": grid.tile_size, "tiles": len(grid),
+                 "kib_per_pixel": round(upscaler.calibration.bytes_per_pixel / 1024, 1),
+                 "why_fp32": upscaler.calibration.reduced_refused}
     if warmup:
         run()
     times = []
@@ -143,15 +166,15 @@ def psnr(a: Path, b: Path) -> float:
 
 
 def measure(case: Case, workdir: Path, repeat: int, threads: int, quick: bool) -> dict:
-    source = 96 if quick else case.source
+    source = min(96, case.source) if quick else case.source
     target = case.target * source // case.source
     model = make_model(case.model, workdir)
     input_path = workdir / f"{case.name}-input.png"
     picture(source).save(input_path)
     spec = {"input": str(input_path), "model": str(model), "source": source, "target": target,
-            "repeat": repeat, "threads": threads}
+            "repeat": repeat, "threads": threads, "folder": case.folder}
     results: dict[str, dict] = {}
-    for variant in VARIANTS:
+    for variant in variants(case):
         output = workdir / f"{case.name}-{variant}.png"
         results[variant] = {**run_worker({**spec, "variant": variant, "output": str(output)}), "output": output}
         print(f"  {case.name} {variant}: {statistics.median(results[variant]['times']):.2f} s", flush=True)
@@ -159,18 +182,18 @@ def measure(case: Case, workdir: Path, repeat: int, threads: int, quick: bool) -
     if webui is not None:
         results["webui"] = {**webui, "output": workdir / f"{case.name}-webui.png"}
     reference = results.pop("reference")["output"]
-    builtin_time = statistics.median(results["builtin"]["times"])
+    builtin_time = statistics.median(results["builtin"]["times"]) if "builtin" in results else None
     webui_time = statistics.median(results["webui"]["times"]) if "webui" in results else None
     rows = {}
     for variant, result in results.items():
         median = statistics.median(result["times"])
         rows[variant] = {
             "seconds": round(median, 3),
-            "speedup_vs_builtin": round(builtin_time / median, 2),
+            "speedup_vs_builtin": round(builtin_time / median, 2) if builtin_time else None,
             "speedup_vs_webui": round(webui_time / median, 2) if webui_time else None,
             "psnr_vs_fp32_full_frame": round(psnr(result["output"], reference), 1),
             "peak_rss_mb": round(result["peak_rss_mb"]),
-            **{k: result[k] for k in ("dtype", "tile", "tiles") if k in result},
+            **{k: result[k] for k in ("dtype", "tile", "tiles", "kib_per_pixel", "why_fp32") if k in result},
         }
     return {"case": case.name, "note": case.note, "source": source, "target": target, "variants": rows}
 
@@ -194,15 +217,16 @@ def environment(threads: int) -> dict:
 def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [
-        "## Upscaler engine vs the WebUI's built-in ESRGAN path",
+        "## Upscaler engine vs the WebUI's own path, per model family",
         "",
         f"`{report['command']}` on {env['cpu']}, {env['threads']} thread(s), torch {env['torch']}, "
         f"{env['date']}. Median of {report['repeat']} runs; a ratio is the baseline's time / the variant's time, "
         "both measured in the same run ('vs the WebUI': its own upscaler in-process, when SD_WEBUI_ROOT is set). "
         "PSNR: final image vs our engine in fp32 on the whole frame.",
         "",
-        "| case | variant | time (s) | vs built-in | vs the WebUI | PSNR (dB) | peak RSS (MB) | dtype | tile |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | variant | time (s) | vs built-in | vs the WebUI | PSNR (dB) | peak RSS (MB) | dtype | tile | "
+        "activations (KiB/pixel, measured) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"builtin": "built-in algorithm", "ours": "ours (auto precision)", "ours-fp32": "ours (fp32)",
              "webui": "the WebUI's own upscaler"}
@@ -210,11 +234,19 @@ def markdown(report: dict) -> str:
         for variant, row in case["variants"].items():
             psnr_text = "n/a (BGR order)" if variant in ("builtin", "webui") else f"{row['psnr_vs_fp32_full_frame']}"
             versus_webui = f"{row['speedup_vs_webui']}x" if row["speedup_vs_webui"] else "not run"
-            lines.append(f"| {case['note']} | {names[variant]} | {row['seconds']} | {row['speedup_vs_builtin']}x | "
+            versus_builtin = f"{row['speedup_vs_builtin']}x" if row["speedup_vs_builtin"] else "n/a"
+            lines.append(f"| {case['note']} | {names[variant]} | {row['seconds']} | {versus_builtin} | "
                          f"{versus_webui} | {psnr_text} | {row['peak_rss_mb']} | {row.get('dtype', '')} | "
-                         f"{row.get('tile', '')} |")
+                         f"{row.get('tile', '')} | {row.get('kib_per_pixel', '')} |")
+    refused = {case["note"]: case["variants"]["ours"]["why_fp32"] for case in report["cases"]
+               if case["variants"]["ours"].get("why_fp32")}
+    if refused:
+        lines += ["", "fp32 where the reduced precision was refused: "
+                  + "; ".join(f"{note}: {why}" for note, why in refused.items()) + "."]
     lines += ["", "The built-in path feeds the model BGR tiles (a WebUI habit), so its PSNR against our RGB "
-              "reference says nothing about quality and is not shown.", ""]
+              "reference says nothing about quality and is not shown. The built-in algorithm is the WebUI's "
+              "ESRGAN path; the transformer families (SwinIR, HAT, DAT) are measured against the WebUI's own "
+              "upscaler for them only.", ""]
     return "\n".join(lines)
 
 

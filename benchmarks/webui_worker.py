@@ -1,4 +1,7 @@
-"""Time the WebUI's own ESRGAN upscaler in-process; run with the WebUI's venv python.
+"""Time the WebUI's own upscaler for a model file in-process; run with the WebUI's venv python.
+
+The file is copied into the folder the WebUI scans for its family (spec "folder": ESRGAN, SwinIR,
+HAT, DAT) under a fresh data dir, and the WebUI's upscaler listed for it runs.
 
     <webui>/venv/bin/python benchmarks/webui_worker.py <webui root> '<json spec>'
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -19,11 +23,14 @@ from pathlib import Path
 def main(root: str, spec: dict) -> dict:
     os.chdir(root)
     sys.path.insert(0, root)
-    model = Path(spec["model"])
+    data_dir = Path(tempfile.mkdtemp(prefix="hires-upscale-bench-data-"))
+    folder = spec.get("folder", "ESRGAN")
+    model = data_dir / "models" / folder / Path(spec["model"]).name
+    model.parent.mkdir(parents=True)
+    shutil.copyfile(spec["model"], model)
     empty = tempfile.mkdtemp(prefix="hires-upscale-bench-ckpt-")
     sys.argv = ["webui", "--use-cpu", "all", "--skip-torch-cuda-test", "--no-half", "--precision", "full",
-                "--no-download-sd-model", "--ckpt-dir", empty, "--esrgan-models-path", str(model.parent),
-                "--data-dir", tempfile.mkdtemp(prefix="hires-upscale-bench-data-")]
+                "--no-download-sd-model", "--ckpt-dir", empty, "--data-dir", str(data_dir)]
     from modules import initialize
 
     initialize.imports()
@@ -33,7 +40,7 @@ def main(root: str, spec: dict) -> dict:
     from PIL import Image
 
     torch.set_num_threads(spec["threads"])
-    upscaler = next(u for u in shared.sd_upscalers if u.data_path and Path(u.data_path) == model)
+    upscaler = next(u for u in shared.sd_upscalers if u.data_path and Path(u.data_path).resolve() == model.resolve())
     image = Image.open(spec["input"]).convert("RGB")
     scale = spec["target"] / image.width
     times = []
@@ -43,7 +50,7 @@ def main(root: str, spec: dict) -> dict:
         times.append(time.perf_counter() - start)
     result.save(spec["output"])
     return {"times": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "dtype": "float32", "tile": shared.opts.ESRGAN_tile}
+            "dtype": "float32", "tile": shared.opts.SWIN_tile if folder == "SwinIR" else shared.opts.ESRGAN_tile}
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders of images")
     up.add_argument("-o", "--output-dir", type=Path, required=True, metavar="OUTDIR")
     up.add_argument("--model", default="lanczos", metavar="PATH|lanczos",
-                    help="ESRGAN-family model file (.pth, .safetensors) or 'lanczos' (default)")
+                    help="super-resolution model file spandrel reads (ESRGAN, SwinIR, HAT, DAT...: .pth, "
+                    ".safetensors) or 'lanczos' (default)")
     up.add_argument("--scale", type=float, help="scale factor per side (default 2)")
     up.add_argument("--width", type=int, default=0, help="target width; with --height alone, from the aspect")
     up.add_argument("--height", type=int, default=0, help="target height; with --width alone, from the aspect")

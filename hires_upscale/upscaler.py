@@ -1,13 +1,16 @@
-"""Image upscalers: ESRGAN-family models through spandrel, and plain Lanczos.
+"""Image upscalers: any spandrel super-resolution model (ESRGAN, Real-ESRGAN, SwinIR, HAT,
+DAT, ...), and plain Lanczos.
 
 Both kinds answer `upscale(image, size) -> image of exactly that size`. Model
 upscalers run their native scale tile by tile with feathered overlap, then
-resize to the requested size with Lanczos. Loaded models are cached by path,
-modification time and size, so a batch loads each file once.
+resize to the requested size with Lanczos. Tile sizes and precision come from
+each model's own measured figures (calibration.py). Loaded models are cached by
+path, modification time and size, so a batch loads each file once.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -20,8 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .calibration import Calibration, calibrate
 from .errors import Interrupted, ModelLoadError, is_out_of_memory
 from .tiling import Grid, make_grid, run_tiled
+
+log = logging.getLogger("hires_upscale")
 
 ProgressFn = Callable[[int, int], None]
 StopFn = Callable[[], bool]
@@ -69,8 +75,9 @@ def overlap_for(tile_size: int) -> int:
 
 
 def activation_bytes_per_pixel(scale: int, bytes_per_value: int) -> int:
-    """Peak activation bytes per input pixel of an RRDB-like net, for sizing tiles: about 64
-    features over a dozen live tensors at the input size, plus the upsampled ones at scale^2."""
+    """Peak activation bytes per input pixel of an RRDB-like net, for the page's estimate before any
+    model is loaded: about 64 features over a dozen live tensors at the input size, plus the
+    upsampled ones at scale^2. The engine sizes tiles from each model's measured figure instead."""
     return bytes_per_value * 64 * (12 + 3 * scale**2)
 
 
@@ -117,29 +124,39 @@ def _available_bytes(device: torch.device) -> int:
     return 4 * 1024**3
 
 
-class ModelUpscaler:
-    """An ESRGAN-family (any spandrel SR) model ready to run."""
+#: Activation memory is measured per model (calibration.py); this much more is allowed for the
+#: allocator's slack and the workspaces of ops the probe does not see.
+MEMORY_HEADROOM = 1.5
 
-    def __init__(self, descriptor: object, path: Path, device: torch.device, dtype: torch.dtype,
+
+class ModelUpscaler:
+    """A spandrel SR model (ESRGAN, Real-ESRGAN, SwinIR, HAT, DAT, ...) ready to run."""
+
+    def __init__(self, descriptor: object, path: Path, device: torch.device, calibration: Calibration,
                  *, tile_size: int = 0) -> None:
         self.descriptor = descriptor
         self.path = path
         self.name = path.stem
         self.device = device
-        self.dtype = dtype
+        self.calibration = calibration
+        self.dtype = calibration.dtype
         #: tile size in input pixels; 0 = chosen per image from free memory
         self.tile_size = tile_size
         self.scale: int = descriptor.scale  # type: ignore[attr-defined]
+        self.architecture: str = descriptor.architecture.id  # type: ignore[attr-defined]
         #: spandrel's SizeRequirements: minimum side, multiple_of, square
         self._requirements = descriptor.size_requirements  # type: ignore[attr-defined]
+        #: spandrel's advice: "supported", "discouraged" (global context matters) or "internal"
+        tiling = getattr(descriptor, "tiling", None)
+        self.tiling: str = tiling.name.lower() if tiling is not None else "supported"
 
     def auto_tile_size(self, width: int, height: int) -> int:
-        """The largest tile whose activations fit in a share of free memory."""
-        bytes_per_pixel = activation_bytes_per_pixel(self.scale, torch.finfo(self.dtype).bits // 8)
+        """The largest tile whose measured activations fit in a share of free memory."""
+        bytes_per_pixel = self.calibration.bytes_per_pixel * MEMORY_HEADROOM
         share = 0.5 if self.device.type == "cuda" else 0.25
         # On CUDA tiles run in batches (see batch_size_for): leave room for a whole batch.
         budget = min(_available_bytes(self.device) * share, 8 * 1024**3) / self.max_batch
-        side = int(math.sqrt(budget / bytes_per_pixel)) // 32 * 32
+        side = int(math.sqrt(budget / max(bytes_per_pixel, 1.0))) // 32 * 32
         return max(MIN_TILE, min(side, MAX_TILE, max(width, height)))
 
     @property
@@ -148,9 +165,23 @@ class ModelUpscaler:
         return 4 if self.device.type == "cuda" else 1
 
     def grid_for(self, width: int, height: int, tile_size: int | None = None) -> Grid:
-        tile = tile_size or self.tile_size or self.auto_tile_size(width, height)
+        """Tiles for an image. `tile_size` (an out-of-memory retry) wins; otherwise spandrel's advice:
+        a model that tiles internally gets the whole image, one whose output needs global context
+        is tiled only as far as memory requires, and the rest take the set size or the auto one."""
+        whole = max(width, height)
+        if self.tiling == "internal":
+            tile = whole
+        elif tile_size:
+            tile = tile_size
+        elif self.tiling == "discouraged":
+            tile = max(self.tile_size, self.auto_tile_size(width, height))
+        else:
+            tile = self.tile_size or self.auto_tile_size(width, height)
+        multiple = self._requirements.multiple_of or 1
+        if multiple > 1 and tile < whole:
+            tile = max(multiple, tile // multiple * multiple)  # whole windows: no padding per tile
         tile = max(tile, self._requirements.minimum or 1)
-        return make_grid(width, height, tile, overlap_for(tile) if tile < max(width, height) else 0)
+        return make_grid(width, height, tile, overlap_for(tile) if tile < whole else 0)
 
     def _run_model(self, batch: torch.Tensor) -> torch.Tensor:
         """The model on a batch of tiles; spandrel pads to the model's size needs and crops back."""
@@ -169,7 +200,7 @@ class ModelUpscaler:
                                  batch_size=min(self.max_batch, len(grid)), on_tile=progress,
                                  should_stop=should_stop)
             except RuntimeError as error:
-                if not is_out_of_memory(error) or grid.tile_size <= MIN_TILE:
+                if not is_out_of_memory(error) or grid.tile_size <= MIN_TILE or self.tiling == "internal":
                     raise
                 tile = max(MIN_TILE, grid.tile_size // 2)
                 if self.device.type == "cuda":
@@ -276,19 +307,28 @@ def load_model(
                        and k[4] == precision), None)
         if cached is not None:
             _cache.move_to_end(cached[0])
-            descriptor, dtype = cached[1]
-            return ModelUpscaler(descriptor, path, target, dtype, tile_size=tile_size)
+            descriptor, calibration = cached[1]
+            return ModelUpscaler(descriptor, path, target, calibration, tile_size=tile_size)
     descriptor = _read_descriptor(path)
-    dtype = choose_dtype(descriptor.supports_half, descriptor.supports_bfloat16, target, precision)  # type: ignore[attr-defined]
+    reduced = choose_dtype(descriptor.supports_half, descriptor.supports_bfloat16, target, precision)  # type: ignore[attr-defined]
     descriptor.to(target)  # type: ignore[attr-defined]
-    descriptor.to(dtype)  # type: ignore[attr-defined]
     descriptor.model.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
     descriptor.eval()  # type: ignore[attr-defined]
+    descriptor, calibration = calibrate(descriptor, target, reduced)
+    _log_calibration(path, descriptor, target, calibration)
     with _cache_lock:
-        _cache[(*file_key, str(target), precision)] = (descriptor, dtype)
+        _cache[(*file_key, str(target), precision)] = (descriptor, calibration)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
-    return ModelUpscaler(descriptor, path, target, dtype, tile_size=tile_size)
+    return ModelUpscaler(descriptor, path, target, calibration, tile_size=tile_size)
+
+
+def _log_calibration(path: Path, descriptor: object, device: torch.device, calibration: Calibration) -> None:
+    facts = (f"{path.name}: {descriptor.architecture.id} {descriptor.scale}x, "  # type: ignore[attr-defined]
+             f"{str(calibration.dtype).removeprefix('torch.')} on {device}, "
+             f"{calibration.bytes_per_pixel / 1024:.1f} KiB of activations per input pixel")
+    refused = f"; fp32 because {calibration.reduced_refused}" if calibration.reduced_refused else ""
+    log.info("hires upscale: %s%s", facts, refused)
 
 
 def clear_cache() -> None:

@@ -52,6 +52,8 @@ def _register_routes(demo, app) -> None:
 
 
 upscalers.serve_host_upscalers()
+# again once every script has loaded: a built-in extension's upscaler class (SwinIR's) may load later
+script_callbacks.on_app_started(lambda *_: upscalers.serve_host_upscalers())
 script_callbacks.on_app_started(_register_routes)
 script_callbacks.on_ui_tabs(functools.partial(ui.build_tab, TILING))
 script_callbacks.on_ui_settings(ui.add_settings)

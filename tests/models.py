@@ -36,6 +36,33 @@ def compact(scale: int = 2, *, features: int = 16, convs: int = 4, seed: int = 0
     return cls(num_in_ch=3, num_out_ch=3, num_feat=features, num_conv=convs, upscale=scale).eval()
 
 
+def swinir(scale: int = 4, *, dim: int = 24, depths: int = 2, blocks: int = 2, seed: int = 0) -> torch.nn.Module:
+    """A SwinIR (window 8, pixel-shuffle upsampler); SwinIR-M is dim 180, 6 groups of 6 blocks."""
+    torch.manual_seed(seed)
+    cls = _arch_class("SwinIR", "SwinIR")
+    return cls(img_size=64, embed_dim=dim, depths=[blocks] * depths, num_heads=[6 if dim % 6 == 0 else 2] * depths,
+               window_size=8, mlp_ratio=2.0, upscale=scale, upsampler="pixelshuffle",
+               resi_connection="1conv").eval()
+
+
+def hat(scale: int = 4, *, dim: int = 24, depths: int = 2, blocks: int = 2, seed: int = 0) -> torch.nn.Module:
+    """A HAT (window 16, overlapping cross-attention); HAT-M is dim 180, 6 groups of 6 blocks."""
+    torch.manual_seed(seed)
+    cls = _arch_class("HAT", "HAT")
+    return cls(img_size=64, embed_dim=dim, depths=[blocks] * depths, num_heads=[6 if dim % 6 == 0 else 2] * depths,
+               window_size=16, compress_ratio=3, squeeze_factor=6 if dim < 60 else 30, mlp_ratio=2.0,
+               upscale=scale, upsampler="pixelshuffle", resi_connection="1conv").eval()
+
+
+def dat(scale: int = 4, *, dim: int = 24, depths: int = 2, blocks: int = 2, seed: int = 0) -> torch.nn.Module:
+    """A DAT (alternating spatial and channel attention); DAT's full size is dim 180, 6 groups of 6."""
+    torch.manual_seed(seed)
+    cls = _arch_class("DAT", "DAT")
+    return cls(img_size=64, embed_dim=dim, depth=[blocks] * depths, num_heads=[6 if dim % 6 == 0 else 2] * depths,
+               split_size=[8, 32] if dim >= 60 else [4, 8], expansion_factor=2.0, upscale=scale,
+               upsampler="pixelshuffle", resi_connection="1conv").eval()
+
+
 def dncnn(seed: int = 0) -> torch.nn.Module:
     """A DnCNN denoiser: a real model spandrel loads, but not an upscaler."""
     torch.manual_seed(seed)

@@ -32,7 +32,10 @@ def adapter(monkeypatch, tmp_path):
     class Script:
         pass
 
-    class UpscalerESRGAN:
+    class Upscaler:
+        pass
+
+    class UpscalerESRGAN(Upscaler):
         calls = 0
 
         def do_upscale(self, img, selected_model):
@@ -42,7 +45,7 @@ def adapter(monkeypatch, tmp_path):
     modules = types.ModuleType("modules")
     fakes = {"modules": modules, "modules.shared": shared, "modules.processing": types.ModuleType("processing"),
              "modules.scripts": types.SimpleNamespace(Script=Script),
-             "modules.esrgan_model": types.SimpleNamespace(UpscalerESRGAN=UpscalerESRGAN)}
+             "modules.upscaler": types.SimpleNamespace(Upscaler=Upscaler)}
     for name, module in fakes.items():
         monkeypatch.setitem(sys.modules, name, module)
         if name != "modules":

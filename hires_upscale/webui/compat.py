@@ -19,9 +19,11 @@ from modules import processing, scripts, shared
 #: v1.8+ runs postprocess_image_after_composite on the composited (inpaint) image.
 HAS_AFTER_COMPOSITE: bool = hasattr(scripts.Script, "postprocess_image_after_composite")
 
-#: The upscaler families whose model files our spandrel engine runs; the rest
-#: (LDSR, ScuNET, SwinIR, Lanczos, ...) go through the WebUI's own upscaler.
-ENGINE_SCALER_NAMES = frozenset({"ESRGAN", "RealESRGAN", "DAT"})
+#: The WebUI upscalers whose local model files our spandrel engine runs, by their `name` and class.
+#: The rest go through the WebUI's own code: LDSR (not a spandrel model), ScuNET (a 1x denoiser),
+#: Lanczos, Nearest. DAT and HAT arrived in v1.8; SwinIR is a built-in extension's class.
+ENGINE_SCALERS = {"ESRGAN": "UpscalerESRGAN", "RealESRGAN": "UpscalerRealESRGAN", "DAT": "UpscalerDAT",
+                  "HAT": "UpscalerHAT", "SwinIR": "UpscalerSwinIR"}
 
 
 def input_accordion(value: bool, label: str, elem_id: str) -> Any:
@@ -156,7 +158,7 @@ def refresh_upscalers() -> None:
 def engine_model_path(upscaler: Any) -> Path | None:
     """The local model file of a WebUI upscaler our engine can run, else None."""
     scaler = getattr(upscaler, "scaler", None)
-    if getattr(scaler, "name", None) not in ENGINE_SCALER_NAMES:
+    if getattr(scaler, "name", None) not in ENGINE_SCALERS:
         return None
     for candidate in (getattr(upscaler, "local_data_path", None), getattr(upscaler, "data_path", None)):
         if candidate and not str(candidate).startswith(("http://", "https://")) and os.path.isfile(candidate):
@@ -422,18 +424,17 @@ def add_option(key: str, info: Any) -> None:
 
 
 def _host_upscaler_classes() -> list[type]:
-    """The WebUI's ESRGAN-family upscaler classes present in this version (DAT arrived in v1.8)."""
-    classes = []
-    for module_name, class_name in (("modules.esrgan_model", "UpscalerESRGAN"),
-                                    ("modules.realesrgan_model", "UpscalerRealESRGAN"),
-                                    ("modules.dat_model", "UpscalerDAT")):
-        try:
-            module = __import__(module_name, fromlist=[class_name])
-        except ImportError:
-            continue
-        if hasattr(module, class_name):
-            classes.append(getattr(module, class_name))
-    return classes
+    """The WebUI's upscaler classes our engine can serve, as defined so far (built-in extensions'
+    scripts, such as SwinIR's, define theirs when they load)."""
+    from modules.upscaler import Upscaler
+
+    def subclasses(cls: type) -> Iterator[type]:
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    wanted = set(ENGINE_SCALERS.values())
+    return [cls for cls in subclasses(Upscaler) if cls.__name__ in wanted]
 
 
 def _local_model_file(upscaler: Any, selected_model: str) -> Path | None:
@@ -446,7 +447,7 @@ def _local_model_file(upscaler: Any, selected_model: str) -> Path | None:
 
 
 def wrap_host_upscalers(upscale_with: Any) -> None:
-    """Let `upscale_with(path, image)` do the WebUI's ESRGAN-family `do_upscale` steps of a local model
+    """Let `upscale_with(path, image)` do the `do_upscale` steps of ENGINE_SCALERS' local model
     file; where it returns None, the WebUI's own code runs. No public hook exists for this, so the
     classes' `do_upscale` is wrapped; installing twice is harmless."""
     for cls in _host_upscaler_classes():

@@ -303,13 +303,16 @@ class WebUIApiHost:
         from ..resolution import DEFAULT_MAX_PIXELS, FAMILIES, PRESETS
         from ..upscaler import activation_bytes_per_pixel
         from .api import MAX_IMAGES
-        from .upscalers import upscaler_choices
+        from .upscalers import engine_upscalers, upscaler_choices
 
         upscalers = upscaler_choices()
         return {
             "version": __version__,
             "upscalers": upscalers,
             "upscaler_kinds": {name: upscaler_kind(name) for name in upscalers},
+            # the model upscalers whose local file our engine runs; other model upscalers run the
+            # WebUI's own code (LDSR, ScuNET, a model it still has to download)
+            "engine_upscalers": engine_upscalers(),
             "latent_modes": compat.latent_modes(),
             # the loaded checkpoint's family; asking must not load one
             "model_family": compat.model_family_loaded(),

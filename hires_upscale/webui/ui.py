@@ -294,7 +294,7 @@ def add_settings() -> None:
     """The "Hires upscale" section of the WebUI's settings."""
     options = {
         "hires_upscale_default_upscaler": compat.option_info(
-            "", "Default upscaler (empty: the first ESRGAN-family model file, else Lanczos)", gr.Dropdown,
+            "", "Default upscaler (empty: the first model file our engine runs, else Lanczos)", gr.Dropdown,
             lambda: {"choices": ["", *upscaler_choices()]}),
         "hires_upscale_tile_size": compat.option_info(
             0, "Upscaler tile size in pixels (0: chosen from free memory; --hires-upscale-tile-size overrides)",
@@ -307,8 +307,9 @@ def add_settings() -> None:
         "hires_upscale_output_dir": compat.option_info(
             "", "Output folder of the Hires upscale tab (empty: outputs/hires-upscale)"),
         "hires_upscale_serve_webui": compat.option_info(
-            False, "Serve the WebUI's own ESRGAN-family upscalers (Extras, built-in Hires fix, other extensions) "
-            "with this extension's faster engine; falls back to the WebUI's code on any error"),
+            False, "Serve the WebUI's own ESRGAN, Real-ESRGAN, SwinIR, HAT and DAT upscalers (Extras, built-in "
+            "Hires fix, other extensions) with this extension's faster engine; falls back to the WebUI's code on "
+            "any error"),
         carried.KEPT_OUT_OPTION: compat.option_info(
             carried.DEFAULT_KEPT_OUT, "Extensions kept out of the second pass (script titles or extension folder "
             "names, comma-separated; the others run in it with the first pass's arguments, as in the built-in "

@@ -1,6 +1,7 @@
-"""The WebUI's upscalers as the core's `ImageUpscaler`s: its local ESRGAN-family model files on our
-engine, the rest (LDSR, SwinIR, ScuNET, Nearest...) through its own code, and, where the settings
-ask, the WebUI's own ESRGAN-family upscalers served by our engine."""
+"""The WebUI's upscalers as the core's `ImageUpscaler`s: the local model files of its ESRGAN,
+Real-ESRGAN, SwinIR, HAT and DAT upscalers on our engine, the rest (LDSR, ScuNET, a model still to
+download, Nearest...) through its own code, and, where the settings ask, those same WebUI upscalers
+served by our engine wherever the WebUI itself upscales."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class HostUpscaler:
         return result.resize(size, Image.Resampling.LANCZOS) if result.size != size else result
 
 
-def _engine_upscalers() -> list[str]:
+def engine_upscalers() -> list[str]:
     """Names of the WebUI's upscalers whose local model file our engine runs."""
     return [u.name for u in compat.host_upscalers() if compat.engine_model_path(u) is not None]
 
@@ -71,7 +72,7 @@ def upscaler_choices() -> list[str]:
     """Upscaler names for the dropdown: models our engine runs, other model upscalers,
     latent modes, then Lanczos / Nearest / None."""
     hosts = compat.host_upscalers()
-    engine = _engine_upscalers()
+    engine = engine_upscalers()
     others = [u.name for u in hosts if u.name not in engine and upscaler_kind(u.name) == "model"]
     plain = [u.name for u in hosts if upscaler_kind(u.name) in ("pixel", "none")]
     names = engine + others + compat.latent_modes() + plain
@@ -83,7 +84,7 @@ def default_upscaler() -> str:
     configured = compat.opt("hires_upscale_default_upscaler", "")
     if configured and configured in upscaler_choices():
         return configured
-    engine = _engine_upscalers()
+    engine = engine_upscalers()
     return engine[0] if engine else "Lanczos"
 
 
@@ -107,7 +108,8 @@ def load_engine_model(path: Path, params: HiresParams) -> ModelUpscaler:
 
 
 def upscaler_for(params: HiresParams) -> Callable[[str], ImageUpscaler]:
-    """Maps an upscaler name to our engine (local ESRGAN-family files) or the WebUI's upscaler."""
+    """Maps an upscaler name to our engine (the local model files of compat.ENGINE_SCALERS) or the
+    WebUI's own upscaler."""
 
     def resolve(name: str) -> ImageUpscaler:
         for data in compat.host_upscalers():
@@ -149,8 +151,8 @@ def engine_upscale_native(path: Path, image: Image.Image) -> Image.Image:
 
 
 def serve_host_upscalers() -> None:
-    """Route the WebUI's own ESRGAN-family upscalers (Extras, the built-in Hires fix, other
-    extensions) through our engine while the setting says so. Any failure of ours falls back to the
+    """Route the WebUI's own model upscalers of compat.ENGINE_SCALERS (Extras, the built-in Hires fix,
+    other extensions) through our engine while the setting says so. Any failure of ours falls back to the
     WebUI's own code, but an interrupt is the user's: the image is handed back as the WebUI's own
     upscalers do when interrupted, and the slow path does not run."""
 

@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -46,9 +47,32 @@ FORGE_CPU_FLAGS = ["--always-cpu", "--skip-torch-cuda-test", "--skip-prepare-env
 ESRGAN_NAME = "4x-TestRRDB"
 #: A model saved by plain torch.save, whose newer archive entries the WebUI's safe unpickler refuses.
 REJECTED_NAME = "4x-Rejected"
-#: A SwinIR model file that is not one: the WebUI's own SwinIR upscaler fails on it (and says so only in
-#: its console), the way an upscaler fails offline or on a damaged download.
-BROKEN_HOST_UPSCALER = "BrokenSwinIR"
+#: A ScuNET model file that is not one: the WebUI's own ScuNET upscaler (not ours: a 1x denoiser) fails
+#: on it and says so only in its console, the way an upscaler fails offline or on a damaged download.
+BROKEN_HOST_UPSCALER = "BrokenScuNET"
+
+
+@dataclass(frozen=True)
+class FamilyModel:
+    """A random-weight model of one spandrel family, in the folder the WebUI scans for it."""
+
+    family: str  # spandrel's architecture id
+    folder: str  # under the data dir's models/; "ESRGAN" is the --esrgan-models-path user folder
+    file: str
+    upscaler: str  # the name the WebUI lists it under
+    build: Callable[[], object]
+
+
+#: One model of each family our engine runs, each where a user would put it.
+FAMILY_MODELS = (
+    FamilyModel("ESRGAN", "ESRGAN", "4x-FamilyRRDB.pth", "4x-FamilyRRDB", lambda: models.rrdb(4, filters=16, blocks=2)),
+    FamilyModel("Compact", "ESRGAN", "2x-FamilyCompact.pth", "2x-FamilyCompact", lambda: models.compact(2)),
+    FamilyModel("ESRGAN", "RealESRGAN", "RealESRGAN_x4plus_anime_6B.pth", "R-ESRGAN 4x+ Anime6B",
+                lambda: models.rrdb(4, filters=32, blocks=6)),
+    FamilyModel("SwinIR", "SwinIR", "4x-FamilySwinIR.pth", "4x-FamilySwinIR", lambda: models.swinir(4)),
+    FamilyModel("HAT", "HAT", "2x-FamilyHAT.pth", "2x-FamilyHAT", lambda: models.hat(2)),
+    FamilyModel("DAT", "DAT", "4x-FamilyDAT.pth", "4x-FamilyDAT", lambda: models.dat(4)),
+)
 #: A second checkpoint beside the first (its weights, the UNet's output layer changed), for "Hires checkpoint".
 SECOND_CHECKPOINT = "second-sd15"
 #: Extensions linked into every test WebUI's data dir: (folder name there, source).
@@ -279,9 +303,13 @@ class WebUI:
         torch.save(models.rrdb(4, filters=8, blocks=1).state_dict(), self.esrgan_dir / f"{REJECTED_NAME}.pth")
         for name, module in self.extra_models.items():
             models.save_pth(module, self.esrgan_dir / f"{name}.pth")
-        swinir = self.data_dir / "models" / "SwinIR"
-        swinir.mkdir(parents=True, exist_ok=True)
-        (swinir / f"{BROKEN_HOST_UPSCALER}.pth").write_bytes(b"not a model: the download was cut short")
+        for entry in FAMILY_MODELS:
+            path = self.model_path(entry)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            models.save_pth(entry.build(), path)
+        scunet = self.data_dir / "models" / "ScuNET"
+        scunet.mkdir(parents=True, exist_ok=True)
+        (scunet / f"{BROKEN_HOST_UPSCALER}.pth").write_bytes(b"not a model: the download was cut short")
         for _attempt in range(3):
             if self.launch(env, ckpt.parent):
                 return
@@ -289,6 +317,10 @@ class WebUI:
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
         raise RuntimeError(f"the WebUI found no free port three times:\n{self.log_tail()}")
+
+    def model_path(self, entry: FamilyModel) -> Path:
+        folder = self.esrgan_dir if entry.folder == "ESRGAN" else self.data_dir / "models" / entry.folder
+        return folder / entry.file
 
     def launch(self, env: dict[str, str], ckpt_dir: Path) -> bool:
         """Start the WebUI and wait until it answers; False when its port was taken meanwhile."""

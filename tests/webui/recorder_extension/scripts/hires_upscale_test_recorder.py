@@ -5,7 +5,8 @@ HIRES_UPSCALE_TEST_RECORD. Its one argument is a text tag. Every hook call appen
 {"hook", "kind": "txt2img" | "img2img", "size": [w, h], "args": [...], "inner": bool, "tome": ratio}
 (inner: the processing is our second pass; tome: the token merging A1111 has applied to the loaded
 model, None where it keeps no such mark, as Forge); every checkpoint load appends
-{"hook": "model_loaded", "checkpoint": title}.
+{"hook": "model_loaded", "checkpoint": title}; every INFO-or-worse line of the extension's
+"hires_upscale" logger appends {"hook": "log", "level", "message"} (what its engine said it loaded).
 
 A tag "cfg=X" sets the CFG scale of the img2img jobs it runs in to X (only there, so the
 first pass stays as it was): a test sees whether the second pass ran with this extension
@@ -15,6 +16,7 @@ and its arguments in its output, not only in this record.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import gradio as gr
@@ -71,3 +73,13 @@ def _model_loaded(model) -> None:
 
 
 script_callbacks.on_model_loaded(_model_loaded)
+
+
+class _Recorded(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _append({"hook": "log", "level": record.levelname, "message": record.getMessage()})
+
+
+_logger = logging.getLogger("hires_upscale")
+_logger.setLevel(logging.INFO)
+_logger.addHandler(_Recorded())
