@@ -216,12 +216,15 @@ def environment(threads: int) -> dict:
 
 def markdown(report: dict) -> str:
     env = report["environment"]
+    runs = dict.fromkeys((c.get("command", report["command"]), c.get("date", env["date"])) for c in report["cases"])
+    measured_by = "; ".join(f"`{command}` ({date})" for command, date in runs)
     lines = [
         "## Upscaler engine vs the WebUI's own path, per model family",
         "",
-        f"`{report['command']}` on {env['cpu']}, {env['threads']} thread(s), torch {env['torch']}, "
-        f"{env['date']}. Median of {report['repeat']} runs; a ratio is the baseline's time / the variant's time, "
-        "both measured in the same run ('vs the WebUI': its own upscaler in-process, when SD_WEBUI_ROOT is set). "
+        f"{measured_by} on {env['cpu']}, {env['threads']} thread(s), torch {env['torch']}. "
+        "Median of the runs each command asks (`--repeat`, default 3); a ratio is the baseline's time / the "
+        "variant's time, both measured in the same run ('vs the WebUI': its own upscaler in-process, when "
+        "SD_WEBUI_ROOT is set). "
         "PSNR: final image vs our engine in fp32 on the whole frame.",
         "",
         "| case | variant | time (s) | vs built-in | vs the WebUI | PSNR (dB) | peak RSS (MB) | dtype | tile | "
@@ -264,17 +267,36 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
     chosen = [c for c in CASES if c.name in args.cases.split(",")]
+    subset = len(chosen) < len(CASES)
     flags = [" --quick" if args.quick else "", f" --repeat {args.repeat}" if args.repeat != 3 else "",
-             f" --threads {args.threads}" if args.threads != 1 else ""]
+             f" --threads {args.threads}" if args.threads != 1 else "",
+             f" --cases {args.cases}" if subset else ""]
     command = "python -m benchmarks.upscaler" + "".join(flags)
+    env = environment(args.threads)
     with tempfile.TemporaryDirectory(prefix="hires-upscale-bench-") as workdir:
         cases = []
         for case in chosen:
             print(f"{case.name}: {case.note}", flush=True)
-            cases.append(measure(case, Path(workdir), args.repeat, args.threads, args.quick))
-    report = {"command": command, "repeat": args.repeat, "environment": environment(args.threads), "cases": cases}
+            measured = measure(case, Path(workdir), args.repeat, args.threads, args.quick)
+            cases.append({**measured, "command": command, "date": env["date"]})
+    if subset:
+        cases = kept_cases(args.out / "benchmarks-upscaler.json", cases)
+    report = {"command": command, "repeat": args.repeat, "environment": env, "cases": cases}
     publish(args.out, "upscaler", report, markdown(report))
     return 0
+
+
+def kept_cases(previous: Path, fresh: list[dict]) -> list[dict]:
+    """The cases of the last report that this run did not measure, with the command and date that
+    did, in CASES order around the fresh ones: a slow benchmark can be rerun case by case."""
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        return fresh
+    by_name = {c["case"]: {"command": old.get("command"), "date": old["environment"].get("date"), **c}
+               for c in old.get("cases", [])}
+    by_name.update({c["case"]: c for c in fresh})
+    return [by_name[case.name] for case in CASES if case.name in by_name]
 
 
 if __name__ == "__main__":

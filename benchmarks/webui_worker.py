@@ -37,6 +37,11 @@ def main(root: str, spec: dict) -> dict:
     initialize.initialize()
     import torch
     from modules import shared
+
+    # SwinIR's settings are added by its UI callback, which never runs here: its own defaults then.
+    for key, default in (("SWIN_tile", 192), ("SWIN_tile_overlap", 8)):
+        if not hasattr(shared.opts, key):
+            shared.opts.data[key] = default
     from PIL import Image
 
     torch.set_num_threads(spec["threads"])

@@ -57,6 +57,17 @@ def test_the_runner_writes_its_report(tmp_path, monkeypatch):
     assert (tmp_path / "benchmarks.md").read_text().count("upscaler:start") == 1
 
 
+def test_a_run_of_some_cases_keeps_the_others_with_the_command_that_measured_them(tmp_path):
+    previous = tmp_path / "benchmarks-upscaler.json"
+    previous.write_text(json.dumps({"command": "python -m benchmarks.upscaler", "environment": {"date": "d1"},
+                                    "cases": [{"case": "rrdb-256-to-2x"}, {"case": "hat-64-to-2x", "old": True}]}))
+    fresh = [{"case": "hat-64-to-2x", "command": "python -m benchmarks.upscaler --cases hat-64-to-2x", "date": "d2"}]
+    kept = bench.kept_cases(previous, fresh)
+    assert [c["case"] for c in kept] == ["rrdb-256-to-2x", "hat-64-to-2x"]
+    assert kept[0]["date"] == "d1" and kept[1] == fresh[0]
+    assert bench.kept_cases(tmp_path / "none.json", fresh) == fresh
+
+
 def test_the_seam_score_sees_a_step_at_a_tile_edge_and_nothing_else():
     from benchmarks.lowvram import seam_score, tile_edges
 
