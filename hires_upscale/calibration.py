@@ -7,7 +7,7 @@ as bfloat16-capable build fp32 attention masks at sizes other than their trainin
 fail (SwinIR in spandrel 0.4, HAT in 0.3, the WebUI's). So a small probe picture, at a size that is
 neither a training size nor a multiple of the usual windows, runs once in fp32 and once in the
 reduced precision the device gains from. The reduced one is kept only if it runs and its output is
-within `REDUCED_MIN_PSNR` of fp32's; an error of that size costs a real model's quality (25-35 dB
+`REDUCED_MIN_PSNR` or better against fp32's; an error of that size costs a real model's quality (25-35 dB
 against the truth) well under 1 dB.
 """
 

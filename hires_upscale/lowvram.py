@@ -405,6 +405,36 @@ def tiled_model_call(
     return run_tiled(tiles_call, stacked, grid, batch_size=batch).to(x.dtype)
 
 
+class UNetTiler:
+    """Runs model calls `model(x, t, cond, ...)` tiled, or full frame where a host reason
+    (`cannot_tile()`) or the conditioning says so; `on_fallback(reason)` hears the first one."""
+
+    def __init__(self, settings: TileSettings, *, cannot_tile: Callable[[], str | None] = lambda: None,
+                 on_fallback: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.cannot_tile = cannot_tile
+        self.on_fallback = on_fallback
+        #: model calls so far, tiled or not: a host can tell whether its hook was used at all
+        self.calls = 0
+        self._told = False
+
+    def __call__(self, model: Callable[..., torch.Tensor], x: torch.Tensor, timesteps: torch.Tensor, cond: Any,
+                 *args: Any, **kwargs: Any) -> torch.Tensor:
+        self.calls += 1
+        reason = self.cannot_tile()
+        if reason is None and not args:
+            try:
+                return tiled_model_call(model, x, timesteps, cond, tile=self.settings.unet_tile,
+                                        overlap=self.settings.unet_overlap, batch=self.settings.unet_batch, **kwargs)
+            except CannotTile as error:
+                reason = str(error)
+        if not self._told:
+            self._told = True
+            if self.on_fallback is not None:
+                self.on_fallback(reason or "positional arguments the tiles cannot share")
+        return model(x, timesteps, cond, *args, **kwargs)
+
+
 @contextmanager
 def tiled_unet(
     owner: Any,
@@ -420,21 +450,10 @@ def tiled_unet(
     (e.g. another extension hooked the UNet); `on_fallback(reason)` hears the first one."""
     original = getattr(owner, attribute)
     had_own = attribute in vars(owner)
-    told: list[str] = []
+    tiler = UNetTiler(settings, cannot_tile=cannot_tile, on_fallback=on_fallback)
 
     def call(x: torch.Tensor, timesteps: torch.Tensor, cond: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-        reason = cannot_tile()
-        if reason is None and not args:
-            try:
-                return tiled_model_call(original, x, timesteps, cond, tile=settings.unet_tile,
-                                        overlap=settings.unet_overlap, batch=settings.unet_batch, **kwargs)
-            except CannotTile as error:
-                reason = str(error)
-        if not told:
-            told.append(reason or "positional arguments the tiles cannot share")
-            if on_fallback is not None:
-                on_fallback(told[0])
-        return original(x, timesteps, cond, *args, **kwargs)
+        return tiler(original, x, timesteps, cond, *args, **kwargs)
 
     setattr(owner, attribute, call)
     try:

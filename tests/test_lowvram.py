@@ -12,6 +12,7 @@ from torch import nn
 from hires_upscale.lowvram import (
     CannotTile,
     TileSettings,
+    UNetTiler,
     fitted_grid,
     latent_stage,
     needs_tiling,
@@ -191,6 +192,27 @@ def test_tiled_unet_falls_back_to_full_frame_once_told_why_and_restores():
     with tiled_unet(hooked, cannot_tile=lambda: "the UNet is hooked by ControlNet", on_fallback=heard.append):
         hooked.apply_model(x, torch.ones(2), cond)
     assert hooked.calls == [(2, 4, 64, 64)] and heard[-1] == "the UNet is hooked by ControlNet"
+
+
+def forge_apply_model(x, t, c_crossattn, y, transformer_options):
+    """Forge's `apply_model(x, t, **c)` shape, with SDXL's vector conditioning `y` (pooled text, size
+    and crop embeddings) and the per-row sigmas Forge puts in its transformer options."""
+    sigmas = transformer_options["sigmas"]
+    return (x * t[:, None, None, None] + c_crossattn.mean(dim=(1, 2))[:, None, None, None]
+            + y.mean(dim=1)[:, None, None, None] + sigmas[:, None, None, None])
+
+
+def test_a_forge_style_call_with_sdxl_vector_conditioning_tiles_exactly():
+    """Every tile gets its row's `y` unchanged, as the full-frame call does (the vector describes the
+    whole picture, so no tile is told it is a crop)."""
+    torch.manual_seed(3)
+    x, t = torch.randn(2, 4, 48, 64), torch.tensor([3.0, 0.5])
+    c = {"c_crossattn": torch.randn(2, 77, 8), "y": torch.randn(2, 2816),
+         "transformer_options": {"sigmas": t, "cond_or_uncond": [0, 1]}}
+    tiler = UNetTiler(TileSettings(unet_tile=24, unet_overlap=8, unet_batch=3))
+    tiled = tiler(lambda xi, ti, ci: forge_apply_model(xi, ti, **ci), x, t, c)
+    assert torch.allclose(tiled, forge_apply_model(x, t, **c), atol=1e-5)
+    assert tiler.calls == 1
 
 
 @torch.no_grad()

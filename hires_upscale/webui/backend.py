@@ -13,7 +13,7 @@ from PIL import Image, ImageColor
 from ..advice import Advice
 from ..errors import FieldError, Interrupted, OutOfMemory, ParamsError, SecondPassFailed, is_out_of_memory
 from ..infotext import GenerationInfo
-from ..lowvram import MemoryFacts, TileSettings, TilingPolicy, tiled_unet, tiled_vae
+from ..lowvram import MemoryFacts, TileSettings, TilingPolicy, UNetTiler, tiled_unet, tiled_vae
 from ..params import HiresParams
 from ..plan import Plan
 from . import carried, compat
@@ -344,6 +344,9 @@ def _tile_from_init(img2img: Any, installed: ExitStack, settings: TileSettings,
             notify(Advice("unet_full_frame", "warning", "tiled",
                           f"The second pass's UNet ran untiled (the VAE stayed tiled): {reason}."))
 
+        if isinstance(targets, compat.ForgeTilingTargets):
+            _tile_on_forge(img2img, installed, settings, fallback, notify)
+            return init(*args, **kwargs)
         installed.enter_context(tiled_vae(targets.encoder, targets.decoder, settings,
                                           should_stop=compat.should_stop))
         installed.enter_context(tiled_unet(targets.denoiser, "apply_model", settings,
@@ -352,3 +355,29 @@ def _tile_from_init(img2img: Any, installed: ExitStack, settings: TileSettings,
         return init(*args, **kwargs)
 
     img2img.init = init_tiled
+
+
+def _tile_on_forge(img2img: Any, installed: ExitStack, settings: TileSettings, fallback: Callable[[str], None],
+                   notify: Callable[[Advice], None]) -> None:
+    """Forge: its own VAE tiling switched on, and our tiled UNet as its UNet patcher's model-function
+    wrapper. An extension that sets its own wrapper in the pass (Forge's MultiDiffusion Integrated)
+    replaces ours: its tiles then run the UNet, and the result says so."""
+    tiler = UNetTiler(settings, on_fallback=fallback)
+
+    def wrapper(apply_model: Callable[..., Any], args: dict[str, Any]) -> Any:
+        return tiler(lambda x, t, c: apply_model(x, t, **c), args["input"], args["timestep"], args["c"])
+
+    def sample(*sample_args: Any, **kwargs: Any) -> Any:
+        result = wrapped_sample(*sample_args, **kwargs)
+        if tiler.calls == 0:
+            message = ("The second pass's UNet ran through another extension's wrapper, not this extension's "
+                       "tiles (Forge's MultiDiffusion Integrated, when on, tiles it its own way); the VAE stayed "
+                       "tiled.")
+            log.warning("hires upscale: %s", message)
+            notify(Advice("unet_wrapped_elsewhere", "warning", "tiled", message))
+        return result
+
+    installed.enter_context(compat.forge_vae_tiled())
+    installed.enter_context(compat.forge_unet_wrapped(img2img, wrapper))
+    wrapped_sample = img2img.sample
+    img2img.sample = sample

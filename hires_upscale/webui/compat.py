@@ -184,17 +184,68 @@ class TilingTargets:
     unet: Any
 
 
-def tiling_targets(p: Any) -> TilingTargets | str:
-    """What to tile in the model of img2img `p`, or why this host cannot (Forge runs its own
-    UNet patcher and tiles its VAE itself after an out-of-memory error)."""
+@dataclass(frozen=True)
+class ForgeTilingTargets:
+    """Forge runs its UNet and VAE through patchers: the low-VRAM mode uses their public switches
+    (`set_model_unet_function_wrapper`, `memory_management.VAE_ALWAYS_TILED`) instead of modules."""
+
+    model: Any
+
+
+def tiling_targets(p: Any) -> TilingTargets | ForgeTilingTargets | str:
+    """What to tile in the model of img2img `p` (None: the loaded one), or why this host cannot."""
     model = getattr(p, "sd_model", None) or shared.sd_model
     if hasattr(model, "forge_objects"):
-        return "Forge runs the model its own way (and tiles its VAE itself when memory runs out)"
+        return ForgeTilingTargets(model)
     vae = getattr(model, "first_stage_model", None)
     unet = getattr(getattr(model, "model", None), "diffusion_model", None)
     if vae is None or unet is None or not hasattr(model, "apply_model"):
         return f"the loaded model ({type(model).__name__}) has no VAE/UNet layout this extension knows"
     return TilingTargets(getattr(vae, "encoder", None), getattr(vae, "decoder", None), model, unet)
+
+
+@contextmanager
+def forge_vae_tiled() -> Iterator[None]:
+    """Forge's VAE encodes and decodes tiled within the block (its own tiles), as its "Never OOM
+    Integrated" switches it; the value before is put back after, that extension's included."""
+    from backend import memory_management
+
+    before = memory_management.VAE_ALWAYS_TILED
+    memory_management.VAE_ALWAYS_TILED = True
+    try:
+        yield
+    finally:
+        memory_management.VAE_ALWAYS_TILED = before
+
+
+@contextmanager
+def forge_unet_wrapped(p: Any, wrapper: Any) -> Iterator[None]:
+    """Forge: every UNet call of `p`'s sampling goes through `wrapper(apply_model, args)`.
+
+    Forge copies its patchers from `forge_objects_after_applying_lora` at the start of each
+    sampling (after LoRAs), and extensions patch that copy in process_before_every_sampling. So a
+    clone of that UNet patcher with the wrapper stands in for it during `p.sample`; an extension that
+    sets its own wrapper (MultiDiffusion Integrated) then replaces ours, which the caller can tell
+    from its wrapper not being called."""
+    sample = p.sample
+
+    def sample_wrapped(*args: Any, **kwargs: Any) -> Any:
+        model = p.sd_model
+        base = model.forge_objects_after_applying_lora
+        objects = base.shallow_copy()
+        objects.unet = objects.unet.clone()
+        objects.unet.set_model_unet_function_wrapper(wrapper)
+        model.forge_objects_after_applying_lora = objects
+        try:
+            return sample(*args, **kwargs)
+        finally:
+            model.forge_objects_after_applying_lora = base
+
+    p.sample = sample_wrapped
+    try:
+        yield
+    finally:
+        p.sample = sample
 
 
 def unet_hooked(unet: Any) -> str | None:

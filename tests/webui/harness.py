@@ -213,6 +213,48 @@ def checkpoint(checkout: Checkout, env: dict[str, str]) -> Path:
     return path
 
 
+#: The random SDXL checkpoint: its title stem and its recipe's revision (a new one never reuses the old file).
+SDXL_CHECKPOINT = "random-sdxl"
+SDXL_REVISION = "x1"
+#: Building it takes about 14 GB and writing it 7 GB of disk; below this much free memory it is not tried.
+SDXL_BUILD_MEMORY = 15 * 1024**3
+
+
+def sdxl_checkpoint(webui: WebUI) -> tuple[Path | None, str]:
+    """A random-weight SDXL checkpoint linked into `webui`'s checkpoint folder (or None and why not).
+
+    Made once with A1111's SDXL code (tests/webui/make_checkpoint_sdxl.py), in A1111's venv, and
+    kept in ~/.cache; Forge loads the same file, so a Forge-only machine has none."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd-webui-hires-upscale-tests"
+    path = cache / "sdxl" / SDXL_REVISION / f"{SDXL_CHECKPOINT}.safetensors"
+    if not path.exists():
+        builder, why_not = find_checkout(A1111)
+        if builder is None:
+            return None, f"the SDXL checkpoint is built with A1111's SDXL code, and there is no A1111: {why_not}"
+        if not (builder.root / "repositories" / "generative-models").is_dir():
+            return None, f"{builder.root} has no repositories/generative-models (A1111's SDXL code)"
+        if available_memory() < SDXL_BUILD_MEMORY:
+            return None, (f"building the SDXL checkpoint needs {SDXL_BUILD_MEMORY // 1024**3} GB free, "
+                          f"{available_memory() // 1024**3} GB are")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(builder.python), str(HERE / "make_checkpoint_sdxl.py"), str(path)], cwd=builder.root,
+                       env=WebUI(builder, webui.workdir / "sdxl-build").env(), check=True, timeout=1800)
+    link = webui.ckpt_dir / path.name
+    if link.is_symlink():
+        link.unlink()  # the WebUI takes a symlinked checkpoint for another file when it switches models
+    if not link.exists():
+        os.link(path, link)  # the same file under both names: no copy of 7 GB
+    return link, ""
+
+
+def available_memory() -> int:
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def second_checkpoint(first: Path) -> Path:
     """Beside `first` (so the WebUI lists both), the same weights with the UNet's last layer scaled:
     other pictures from the same seed, made in seconds instead of building another model."""
@@ -275,6 +317,8 @@ class WebUI:
         #: what the recorder extension saw (tests/webui/recorder_extension), read by `recorded`
         self.record_path = workdir / "record.jsonl"
         self.process: subprocess.Popen | None = None
+        #: the WebUI's --ckpt-dir, known once started
+        self.ckpt_dir = workdir
 
     def env(self) -> dict[str, str]:
         hf_home = self.workdir / "hf-home"
@@ -289,6 +333,7 @@ class WebUI:
         env = self.env()
         ckpt = checkpoint(self.checkout, env)
         second_checkpoint(ckpt)
+        self.ckpt_dir = ckpt.parent
         (self.data_dir / "extensions").mkdir(parents=True, exist_ok=True)
         for name, target in TEST_EXTENSIONS:
             link = self.data_dir / "extensions" / name

@@ -20,29 +20,19 @@ from hires_upscale.infotext import parse_parameters
 
 SOURCE = 256
 TARGET = 512
-#: Why the tiled second pass is not tested on Forge (hires_upscale/webui/compat.tiling_targets).
-FORGE_UNTILED = ("Forge is left untiled: the extension does not tile Forge's own UNet patcher and VAE "
-                 "(compat.tiling_targets returns a notice for `forge_objects`)")
-
-
-def untiled_on_forge(webui) -> None:
-    if webui.kind == "forge":
-        pytest.skip(FORGE_UNTILED)
-
-
-def existing_picture() -> str:
-    """A 256x256 WebUI-style PNG with its parameters text (made without a first pass: cheaper)."""
-    yy, xx = np.mgrid[0:SOURCE, 0:SOURCE] / SOURCE
+def existing_picture(size: int = SOURCE) -> str:
+    """A square WebUI-style PNG with its parameters text (made without a first pass: cheaper)."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
     pixels = np.stack([np.sin(6 * xx), np.cos(5 * yy), xx - yy], axis=-1) * 100 + 128
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", "a lighthouse at dusk\nNegative prompt: blurry\n"
-                                f"Steps: 2, Sampler: Euler, CFG scale: 7, Seed: 1234, Size: {SOURCE}x{SOURCE}")
+                                f"Steps: 2, Sampler: Euler, CFG scale: 7, Seed: 1234, Size: {size}x{size}")
     return image_b64(Image.fromarray(pixels.clip(0, 255).astype(np.uint8)), pnginfo=info)
 
 
-def upscale(webui, **params) -> dict:
+def upscale(webui, source: int = SOURCE, **params) -> dict:
     reply = webui.post("/hires-upscale/v1/upscale", {
-        "images": [existing_picture()],
+        "images": [existing_picture(source)],
         "params": {"upscaler": "Lanczos", "scale": 2, "hires_steps": 2, "denoise": 0.3, **params},
     })
     assert reply.status == 200, (reply.body, webui.log_tail())
@@ -65,7 +55,6 @@ def no_faults_left(webui):
 @pytest.mark.reliability(area="Low VRAM", tried="a tiled second pass (VAE and UNet, 3x3 tiles) at 256 -> 512",
                          expected="same size and infotext as untiled, close to its picture")
 def test_a_tiled_second_pass_gives_what_untiled_gives(webui):
-    untiled_on_forge(webui)
     untiled = upscale(webui, tiled="off")
     tiled = upscale(webui, tiled="on", tile_size=256)
     assert (tiled["width"], tiled["height"]) == (untiled["width"], untiled["height"]) == (TARGET, TARGET)
@@ -82,7 +71,7 @@ def test_a_tiled_second_pass_gives_what_untiled_gives(webui):
 @pytest.mark.reliability(area="Low VRAM", tried="out of memory in the second pass's UNet, tiled: auto",
                          expected="runs again tiled, says so once, finishes at the target size")
 def test_out_of_memory_in_the_unet_retries_tiled_and_says_so(webui):
-    untiled_on_forge(webui)
+    """On Forge too: there the tiles go through its UNet patcher's model-function wrapper."""
     # Every full-frame UNet call runs out: only a really tiled retry gets through.
     webui.inject({"kind": "oom", "stage": "unet", "min_pixels": TARGET * TARGET, "times": 100})
     result = upscale(webui, tiled="auto", tile_size=256)
@@ -108,11 +97,7 @@ def test_out_of_memory_with_tiling_off_fails_clearly_and_the_webui_goes_on(webui
     assert reply.json()["detail"][0]["type"] == "out_of_memory"
     message = reply.json()["detail"][0]["msg"]
     assert "second pass ran out of memory at 512x512" in message
-    if webui.kind == "forge":  # left untiled there, so tiling is not what it advises
-        assert "set a smaller target (this extension cannot tile it here: Forge" in message
-        assert "Tiled" not in message
-    else:
-        assert "set Tiled to auto or on" in message
+    assert "set Tiled to auto or on" in message
     after = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args()}})
     assert decode(after["images"][0]).size == (128, 128)
 
@@ -120,12 +105,11 @@ def test_out_of_memory_with_tiling_off_fails_clearly_and_the_webui_goes_on(webui
 @pytest.mark.reliability(area="Low VRAM", tried="out of memory in a txt2img's second pass (VAE decode), tiled: auto",
                          expected="the generation finishes at the target size, tiled, with a note")
 def test_out_of_memory_in_a_generation_still_finishes(webui):
-    if webui.kind == "forge":
-        pytest.skip("Forge decodes again tiled itself after an out-of-memory VAE decode (backend/patcher/vae.py), "
-                    "so the error never reaches the extension; and the extension does not tile Forge's UNet")
     # (at 128x128 a "tile" is the whole latent: this is the retry of the generation path; the tiling
-    # itself is what the test above proves)
-    webui.inject({"kind": "oom", "stage": "vae decode", "min_pixels": 128 * 128})
+    # itself is what the test above proves.) Forge decodes again tiled itself after an out-of-memory
+    # VAE decode (backend/patcher/vae.py), so there the error that reaches us comes from the UNet.
+    stage = "unet" if webui.kind == "forge" else "vae decode"
+    webui.inject({"kind": "oom", "stage": stage, "min_pixels": 128 * 128})
     result = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args(upscaler=ESRGAN_NAME)}})
     assert webui.faults_left() == []
     assert decode(result["images"][0]).size == (128, 128)
@@ -148,3 +132,33 @@ def test_an_interrupt_in_the_second_pass_keeps_the_upscaled_image(webui):
     after = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args()}})
     assert decode(after["images"][0]).size == (128, 128)
     assert "Hires upscale interrupted" not in decode(after["images"][0]).text["parameters"]
+
+
+def forge_only(webui) -> None:
+    if webui.kind != "forge":
+        pytest.skip("Forge's own built-in extension (A1111 has none of that name)")
+
+
+def test_forges_multidiffusion_integrated_in_the_pass_is_said_to_replace_our_unet_tiles(webui):
+    forge_only(webui)
+    multidiffusion = [True, "MultiDiffusion", 256, 256, 64, 4]
+    result = txt2img(webui, alwayson_scripts={"MultiDiffusion Integrated": {"args": multidiffusion},
+                                              "hires upscale": {"args": script_args(tiled="on")}})
+    assert decode(result["images"][0]).size == (128, 128)
+    notes = parse_parameters(json.loads(result["info"])["infotexts"][0]).fields["Hires upscale notes"]
+    assert "ran through another extension's wrapper, not this extension's tiles" in notes
+    assert "Hires upscale error" not in result["info"]
+
+
+def test_forges_never_oom_integrated_and_our_tiled_pass_run_together(webui):
+    forge_only(webui)
+    never_oom = [False, True]  # UNet offload off, VAE always tiled
+    result = txt2img(webui, alwayson_scripts={"Never OOM Integrated": {"args": never_oom},
+                                              "hires upscale": {"args": script_args(tiled="on")}})
+    assert decode(result["images"][0]).size == (128, 128)
+    fields = parse_parameters(json.loads(result["info"])["infotexts"][0]).fields
+    assert fields["Hires upscale tiled"] == "on" and "Hires upscale error" not in fields
+    assert "another extension's wrapper" not in fields.get("Hires upscale notes", "")
+    # and after it, with Never OOM off again, a plain generation is untouched by either
+    assert decode(txt2img(webui, alwayson_scripts={"Never OOM Integrated": {"args": [False, False]}})
+                  ["images"][0]).size == (64, 64)
