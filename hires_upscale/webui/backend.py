@@ -362,10 +362,23 @@ def _tile_on_forge(img2img: Any, installed: ExitStack, settings: TileSettings, f
     """Forge: its own VAE tiling switched on, and our tiled UNet as its UNet patcher's model-function
     wrapper. An extension that sets its own wrapper in the pass (Forge's MultiDiffusion Integrated)
     replaces ours: its tiles then run the UNet, and the result says so."""
-    tiler = UNetTiler(settings, on_fallback=fallback)
+    # Forge's `c` carries `transformer_options`: metadata for its UNet patches (their sigmas per image,
+    # indices of cond and uncond rows), which each tile gets as it is; a patch reading them would see
+    # rows that are not there, so with patches on the UNet the call runs full frame instead.
+    options: dict[str, Any] = {}
+
+    def patched() -> str | None:
+        names = sorted(key for key in ("patches", "patches_replace") if options.get(key))
+        return f"Forge's UNet patches ({', '.join(names)}) expect the whole batch" if names else None
+
+    tiler = UNetTiler(settings, cannot_tile=patched, on_fallback=fallback)
 
     def wrapper(apply_model: Callable[..., Any], args: dict[str, Any]) -> Any:
-        return tiler(lambda x, t, c: apply_model(x, t, **c), args["input"], args["timestep"], args["c"])
+        cond = dict(args["c"])
+        options.clear()
+        options.update(cond.pop("transformer_options", None) or {})
+        extra = {"transformer_options": options} if "transformer_options" in args["c"] else {}
+        return tiler(lambda x, t, c: apply_model(x, t, **c, **extra), args["input"], args["timestep"], cond)
 
     def sample(*sample_args: Any, **kwargs: Any) -> Any:
         result = wrapped_sample(*sample_args, **kwargs)

@@ -33,6 +33,7 @@ def sdxl(webui):
     # A1111's live previews ("Approx NN") download SDXL's preview model on first use: offline here.
     reply = webui.post("/sdapi/v1/options", {"sd_model_checkpoint": title, "live_previews_enable": False})
     assert reply.status == 200, (reply.body, webui.log_tail())
+    txt2img(webui, steps=1)  # Forge loads a newly chosen checkpoint at the next generation, not before
     try:
         yield title
     finally:
