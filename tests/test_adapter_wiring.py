@@ -131,3 +131,19 @@ def test_an_interrupt_stops_a_webui_upscaler_between_its_steps(adapter):
     with pytest.raises(Interrupted):
         upscaler.upscale(noise_image(16, 16), (64, 64), should_stop=lambda: scaler.steps >= 1)
     assert scaler.steps == 1
+
+
+def test_forges_per_row_options_follow_tiles_stacked_k_deep(adapter):
+    """cond_or_uncond per chunk, cond_mark and row indices per row: k tiles of 2 rows are 2k rows."""
+    import torch
+
+    backend = importlib.import_module("hires_upscale.webui.backend")
+    options = {"cond_or_uncond": [0, 1], "cond_mark": torch.tensor([0.0, 1.0]), "cond_indices": [0],
+               "uncond_indices": [1], "sigmas": torch.tensor([3.0])}
+    tiled = backend._forge_options_for(options, 3, 2)
+    assert tiled["cond_or_uncond"] == [0, 1] * 3
+    assert tiled["cond_mark"].tolist() == [0.0, 1.0] * 3
+    assert (tiled["cond_indices"], tiled["uncond_indices"]) == ([0, 2, 4], [1, 3, 5])
+    assert tiled["sigmas"] is options["sigmas"]  # per image: as Forge gives it
+    assert backend._forge_options_for(options, 1, 2) is options
+    sys.modules.pop("hires_upscale.webui.backend", None)  # it holds the stand-in WebUI

@@ -362,23 +362,22 @@ def _tile_on_forge(img2img: Any, installed: ExitStack, settings: TileSettings, f
     """Forge: its own VAE tiling switched on, and our tiled UNet as its UNet patcher's model-function
     wrapper. An extension that sets its own wrapper in the pass (Forge's MultiDiffusion Integrated)
     replaces ours: its tiles then run the UNet, and the result says so."""
-    # Forge's `c` carries `transformer_options`: metadata for its UNet patches (their sigmas per image,
-    # indices of cond and uncond rows), which each tile gets as it is; a patch reading them would see
-    # rows that are not there, so with patches on the UNet the call runs full frame instead.
-    options: dict[str, Any] = {}
-
-    def patched() -> str | None:
-        names = sorted(key for key in ("patches", "patches_replace") if options.get(key))
-        return f"Forge's UNet patches ({', '.join(names)}) expect the whole batch" if names else None
-
-    tiler = UNetTiler(settings, cannot_tile=patched, on_fallback=fallback)
+    # Forge's `c` carries `transformer_options`, read by its UNet patches (token merging, FreeU,
+    # IP-Adapter...): the chunks' cond/uncond marks and row indices follow the tiles stacked k deep;
+    # its sigmas are per image and stay as they are.
+    tiler = UNetTiler(settings, on_fallback=fallback)
 
     def wrapper(apply_model: Callable[..., Any], args: dict[str, Any]) -> Any:
         cond = dict(args["c"])
-        options.clear()
-        options.update(cond.pop("transformer_options", None) or {})
-        extra = {"transformer_options": options} if "transformer_options" in args["c"] else {}
-        return tiler(lambda x, t, c: apply_model(x, t, **c, **extra), args["input"], args["timestep"], cond)
+        options = cond.pop("transformer_options", None)
+        rows = args["input"].shape[0]
+
+        def model(x: Any, t: Any, c: dict[str, Any]) -> Any:
+            extra = {} if options is None else {"transformer_options": _forge_options_for(options, x.shape[0] // rows,
+                                                                                          rows)}
+            return apply_model(x, t, **c, **extra)
+
+        return tiler(model, args["input"], args["timestep"], cond)
 
     def sample(*sample_args: Any, **kwargs: Any) -> Any:
         result = wrapped_sample(*sample_args, **kwargs)
@@ -394,3 +393,18 @@ def _tile_on_forge(img2img: Any, installed: ExitStack, settings: TileSettings, f
     installed.enter_context(compat.forge_unet_wrapped(img2img, wrapper))
     wrapped_sample = img2img.sample
     img2img.sample = sample
+
+
+def _forge_options_for(options: dict[str, Any], k: int, rows: int) -> dict[str, Any]:
+    """Forge's transformer options for `k` tiles stacked in one call of `k * rows` rows."""
+    if k == 1:
+        return options
+    tiled = dict(options)
+    if "cond_or_uncond" in tiled:
+        tiled["cond_or_uncond"] = list(tiled["cond_or_uncond"]) * k
+    if hasattr(tiled.get("cond_mark"), "repeat"):
+        tiled["cond_mark"] = tiled["cond_mark"].repeat(k)
+    for key in ("cond_indices", "uncond_indices"):
+        if isinstance(tiled.get(key), list):
+            tiled[key] = [index + tile * rows for tile in range(k) for index in tiled[key]]
+    return tiled

@@ -20,10 +20,7 @@ import os
 import sys
 
 import torch
-
-#: as in make_checkpoint.py: the UNet's zero-initialised output layers, the VAE posterior's log-variance
-UNET_OUTPUT_STD = 0.02
-VAE_LOGVAR = -20.0
+from make_checkpoint import build_text_encoders_from_configs, like_a_trained_model, save  # this folder
 
 
 def main(out: str) -> None:
@@ -31,16 +28,9 @@ def main(out: str) -> None:
     import open_clip.model
     import sgm.modules.encoders.modules as encoders
     from omegaconf import OmegaConf
-    from safetensors.torch import save_file
     from sgm.util import instantiate_from_config
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    class ConfigOnlyTextModel:
-        @staticmethod
-        def from_pretrained(name: str, *args, **kwargs) -> CLIPTextModel:
-            return CLIPTextModel(CLIPTextConfig.from_pretrained(name))
-
-    encoders.CLIPTextModel = ConfigOnlyTextModel
+    build_text_encoders_from_configs(encoders)
     open_clip.model._build_vision_tower = lambda *args, **kwargs: torch.nn.Identity()
     # the transforms are for images, which SDXL never feeds it
     encoders.open_clip.create_model_and_transforms = lambda arch, device, pretrained: (
@@ -50,24 +40,11 @@ def main(out: str) -> None:
     config = OmegaConf.load("repositories/generative-models/configs/inference/sd_xl_base.yaml")
     config.model.params.network_config.params.spatial_transformer_attn_type = "softmax"  # no xformers here
     model = instantiate_from_config(config.model)
-    with torch.no_grad():
-        # A fresh LayerNorm has bias 0: token embeddings of mean exactly 0 turn the WebUI's emphasis
-        # rescale (old_mean / new_mean) into NaN conditioning (make_checkpoint.py).
-        clip_l, bigg = model.conditioner.embedders[0].transformer, model.conditioner.embedders[1].model
-        clip_l.text_model.final_layer_norm.bias.normal_(0.1, 0.02)
-        bigg.ln_final.bias.normal_(0.1, 0.02)
-        for parameter in model.model.diffusion_model.parameters():
-            if parameter.dim() > 1 and not parameter.any():
-                parameter.normal_(0.0, UNET_OUTPUT_STD)
-        logvar = model.first_stage_model.quant_conv
-        channels = logvar.out_channels // 2
-        logvar.weight[channels:].zero_()
-        logvar.bias[channels:].fill_(VAE_LOGVAR)
+    clip_l, bigg = model.conditioner.embedders[0].transformer, model.conditioner.embedders[1].model
+    like_a_trained_model(model.model.diffusion_model, model.first_stage_model.quant_conv,
+                         clip_l.text_model.final_layer_norm, bigg.ln_final)
     model.half()  # in place: the fp32 weights are freed before the file's copy is made
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    partial = out + ".partial"
-    save_file(state, partial)
-    os.replace(partial, out)
+    save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out)
 
 
 if __name__ == "__main__":
