@@ -10,6 +10,7 @@ from conftest import noise_image
 from PIL import Image
 
 from hires_upscale import upscaler as engine
+from hires_upscale.calibration import psnr
 from hires_upscale.errors import Interrupted, ModelLoadError
 from hires_upscale.upscaler import (
     LanczosUpscaler,
@@ -19,11 +20,6 @@ from hires_upscale.upscaler import (
     resolve_upscaler,
     tensor_to_image,
 )
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.float() - b.float()) ** 2).item()
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 @pytest.fixture(autouse=True)
