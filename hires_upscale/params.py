@@ -10,6 +10,7 @@ are derived.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ FIT_MODES: tuple[str, ...] = ("crop", "fill", "stretch")
 #: none | wavelet | adain (see colorfix.py); kept here too so params.py imports nothing heavy
 COLOR_FIX_MODES: tuple[str, ...] = ("none", "wavelet", "adain")
 MAX_SEED = 2**32 - 1
+#: In `modules`, the checkpoint's own VAE and text encoders, with no separate file (Forge's word for it).
+BUILT_IN_MODULES = "Built-in"
+#: The most separate module files a second pass takes (a VAE and text encoders: Flux has three).
+MAX_MODULES = 4
 
 # Our infotext keys all start with this prefix followed by a word. The WebUI's own
 # hires fix writes "Hires upscale" and "Hires upscaler" as exact keys, and pasting
@@ -221,6 +226,13 @@ class HiresParams:
         "by frequency band; adain: global mean and contrast per channel; none: the pass as it came out.",
         applies=_with_second_pass,
     )
+    modules: tuple[str, ...] = _spec(
+        (), key="modules", label="Hires VAE / text encoder", aliases={None: ()},  # null: a Gradio multiselect's none
+        help="VAE of the second pass (on Forge also its text encoders): file names from the WebUI's VAE folder "
+        f"(and Forge's text_encoder folder); empty = the same as the first pass; '{BUILT_IN_MODULES}' = the "
+        "checkpoint's own. The first pass's are back afterwards.",
+        applies=_with_second_pass,
+    )
 
     # -- construction -------------------------------------------------------
 
@@ -298,7 +310,9 @@ class HiresParams:
         return self.cfg_scale or first_pass
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The values as JSON has them (a list of names as a list)."""
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in dataclasses.asdict(self).items()}
 
     def applies(self, name: str) -> bool:
         """Whether a run with these parameters uses field `name` (a scale in resize mode 'size' does not)."""
@@ -367,11 +381,14 @@ def _allowed_text(spec: dataclasses.Field) -> str:
         return text
     if kind is bool:
         return "true or false"
+    if kind is tuple:
+        return (f"a list of at most {MAX_MODULES} file names ([] = the same as the first pass, "
+                f"[{BUILT_IN_MODULES!r}] = the checkpoint's own)")
     return "a string or null" if _nullable(spec) else "a string"
 
 
 def _field_type(spec: dataclasses.Field) -> type:
-    """bool, int, float or str: every field's default is a value of its type."""
+    """bool, int, float, str or tuple (of strings): every field's default is a value of its type."""
     return type(spec.default)
 
 
@@ -415,6 +432,8 @@ def _coerce(spec: dataclasses.Field, raw: Any) -> Any:
         if not meta["minimum"] <= number <= meta["maximum"]:
             raise _Invalid(allowed)
         return number
+    if kind is tuple:
+        return _names(raw, allowed)
     if not isinstance(raw, str):
         raise _Invalid(allowed)
     if meta["choices"] and raw not in meta["choices"]:
@@ -422,9 +441,32 @@ def _coerce(spec: dataclasses.Field, raw: Any) -> Any:
     return raw
 
 
+def _names(raw: Any, allowed: str) -> tuple[str, ...]:
+    """A list of names from JSON (a list), the UI (a list) or infotext (the JSON text of one)."""
+    if isinstance(raw, str):
+        text = raw.strip()
+        if not text.startswith("["):
+            raw = [text] if text else []  # a hand-written single name
+        else:
+            try:
+                raw = json.loads(text)
+            except ValueError:
+                raise _Invalid(allowed) from None
+    if not isinstance(raw, (list, tuple)) or len(raw) > MAX_MODULES:
+        raise _Invalid(allowed)
+    if not all(isinstance(name, str) and name.strip() for name in raw):
+        raise _Invalid(allowed)
+    names = tuple(dict.fromkeys(name.strip() for name in raw))
+    if BUILT_IN_MODULES in names and len(names) > 1:
+        raise _Invalid(f"{allowed}; {BUILT_IN_MODULES!r} goes alone")
+    return names
+
+
 def _to_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}" if value == round(value, 6) else repr(value)
+    if isinstance(value, tuple):
+        return json.dumps(list(value), ensure_ascii=False)
     return str(value)
 
 
@@ -441,6 +483,9 @@ def json_schema() -> dict[str, Any]:
             prop.update(type="integer", minimum=meta["minimum"], maximum=meta["maximum"])
         elif kind is float:
             prop.update(type="number", minimum=meta["minimum"], maximum=meta["maximum"])
+        elif kind is tuple:
+            prop.update(type="array", items={"type": "string", "minLength": 1}, maxItems=MAX_MODULES,
+                        default=list(spec.default))
         else:
             prop["type"] = ["string", "null"] if _nullable(spec) else "string"
         if meta["choices"]:

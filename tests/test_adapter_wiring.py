@@ -133,11 +133,17 @@ def test_an_interrupt_stops_a_webui_upscaler_between_its_steps(adapter):
     assert scaler.steps == 1
 
 
-def test_forges_per_row_options_follow_tiles_stacked_k_deep(adapter):
+@pytest.fixture
+def backend(adapter):
+    """hires_upscale.webui.backend on the stand-in WebUI, forgotten afterwards."""
+    yield importlib.import_module("hires_upscale.webui.backend")
+    sys.modules.pop("hires_upscale.webui.backend", None)  # it holds the stand-in WebUI
+
+
+def test_forges_per_row_options_follow_tiles_stacked_k_deep(backend):
     """cond_or_uncond per chunk, cond_mark and row indices per row: k tiles of 2 rows are 2k rows."""
     import torch
 
-    backend = importlib.import_module("hires_upscale.webui.backend")
     options = {"cond_or_uncond": [0, 1], "cond_mark": torch.tensor([0.0, 1.0]), "cond_indices": [0],
                "uncond_indices": [1], "sigmas": torch.tensor([3.0])}
     tiled = backend._forge_options_for(options, 3, 2)
@@ -146,4 +152,22 @@ def test_forges_per_row_options_follow_tiles_stacked_k_deep(adapter):
     assert (tiled["cond_indices"], tiled["uncond_indices"]) == ([0, 2, 4], [1, 3, 5])
     assert tiled["sigmas"] is options["sigmas"]  # per image: as Forge gives it
     assert backend._forge_options_for(options, 1, 2) is options
-    sys.modules.pop("hires_upscale.webui.backend", None)  # it holds the stand-in WebUI
+
+
+@pytest.mark.parametrize("several, known, fields, expected", [
+    (False, ["inverted.safetensors", "sdxl_vae.safetensors"], {"VAE": "inverted.safetensors"},
+     (("inverted.safetensors",), [])),
+    (False, ["inverted.safetensors"], {"VAE": "inverted.pt"}, (("inverted.safetensors",), [])),  # by its stem
+    (False, ["inverted.safetensors"], {"VAE": "gone.pt"}, ((), ["gone.pt"])),
+    (False, ["inverted.safetensors"], {"Module 1": "inverted"}, ((), [])),  # A1111 takes a VAE, not Forge's list
+    (False, ["inverted.safetensors"], {}, ((), [])),  # none named: the WebUI's setting stays
+    (True, ["ae.safetensors", "clip_l.safetensors", "t5xxl.gguf"],
+     {"Module 10": "t5xxl", "Module 2": "clip_l", "Module 1": "ae", "VAE": "other.pt"},
+     (("ae.safetensors", "clip_l.safetensors", "t5xxl.gguf"), [])),  # in Forge's order, by number
+    (True, ["ae.safetensors"], {"VAE": "ae.safetensors"}, (("ae.safetensors",), [])),  # an A1111 image in Forge
+])
+def test_an_images_own_vae_and_text_encoders_are_found_by_the_names_each_host_writes(
+        backend, monkeypatch, several, known, fields, expected):
+    monkeypatch.setattr(backend.compat, "several_modules", lambda: several)
+    monkeypatch.setattr(backend.compat, "module_names", lambda: known)
+    assert backend.image_modules(fields) == expected

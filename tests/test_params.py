@@ -98,6 +98,8 @@ params_strategy = st.builds(
     prompt=st.one_of(st.just("[prompt], sharp focus, <lora:detail:0.5>"), st.text(max_size=40).filter(
         lambda s: s.strip() == s)),
     checkpoint=st.sampled_from(["", "sd15-other.safetensors [0123abcd]", "sdxl/juggernaut, v9"]),
+    modules=st.sampled_from([(), ("Built-in",), ("sdxl_vae.safetensors",),
+                             ("ae, v2: [x].pt", "t5xxl_fp16.safetensors")]),
 )
 
 
@@ -182,3 +184,15 @@ def test_null_text_overrides_mean_the_same_as_empty():
     assert params == HiresParams()
     with pytest.raises(ParamsError, match="denoise: None is not allowed"):
         HiresParams.from_mapping({"denoise": None})
+
+
+def test_modules_are_a_list_of_names_from_json_the_ui_or_infotext():
+    listed = HiresParams.from_mapping({"modules": ["vae.safetensors", " clip_l.safetensors ", "vae.safetensors"]})
+    assert listed.modules == ("vae.safetensors", "clip_l.safetensors")  # trimmed, each once
+    assert HiresParams.from_mapping({"modules": "vae.pt"}).modules == ("vae.pt",)  # a hand-written single name
+    assert HiresParams.from_mapping({"modules": '["a, b.pt"]'}).modules == ("a, b.pt",)
+    assert HiresParams.from_mapping({"modules": ""}).modules == ()
+    assert HiresParams().as_dict()["modules"] == []
+    for bad in (["Built-in", "vae.pt"], ["a", "b", "c", "d", "e"], [""], [3], 3, "[not json", {"vae": 1}):
+        with pytest.raises(ParamsError, match="modules: .* not allowed; expected a list of at most 4 file names"):
+            HiresParams.from_mapping({"modules": bad})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +16,7 @@ from ..advice import Advice
 from ..errors import FieldError, Interrupted, OutOfMemory, ParamsError, SecondPassFailed, is_out_of_memory
 from ..infotext import GenerationInfo
 from ..lowvram import MemoryFacts, TileSettings, TilingPolicy, UNetTiler, tiled_unet, tiled_vae
-from ..params import HiresParams
+from ..params import BUILT_IN_MODULES, HiresParams
 from ..plan import Plan
 from . import carried, compat
 
@@ -44,6 +46,10 @@ class Generation:
     refiner_checkpoint: str | None = None
     refiner_switch_at: float | None = None
     is_api: bool = False
+    #: the pass's VAE / text-encoder files (`HiresParams.modules`; for an existing image, else its own)
+    modules: tuple[str, ...] = ()
+    #: what the pass could not repeat (an image's checkpoint or VAE that is not here), for its result
+    notes: tuple[Advice, ...] = ()
 
     @classmethod
     def of_images(cls, p: Any, indices: list[int], params: HiresParams) -> list[Generation]:
@@ -67,13 +73,15 @@ class Generation:
             scheduler=getattr(p, "scheduler", None),
             cfg_scale=params.second_pass_cfg_scale(p.cfg_scale),
             steps=p.steps,
-            override_settings={**(getattr(p, "override_settings", None) or {}), **checkpoint_override(params)},
+            override_settings={**_kept_settings(getattr(p, "override_settings", None) or {}, params),
+                               **checkpoint_override(params)},
             outpath_samples=p.outpath_samples,
             scripts=scripts,
             script_args=list(p.script_args or []),
             refiner_checkpoint=refiner[0],
             refiner_switch_at=refiner[1],
             is_api=bool(getattr(p, "is_api", False)),
+            modules=params.modules,
         )
 
     @classmethod
@@ -84,16 +92,28 @@ class Generation:
                                           "text is read for prompt and seed)")])
         fields = info.fields
         override_settings: dict[str, Any] = {}
-        if "Model" in fields:
+        notes: list[Advice] = []
+        if "Model" in fields and not params.checkpoint:
             title = compat.find_checkpoint(fields["Model"])
             if title is None:
-                log.warning("hires upscale: checkpoint %r of the image is not here; using the loaded one",
-                            fields["Model"])
+                notes.append(Advice("image_checkpoint_missing", "warning", "checkpoint",
+                                    f"The image's checkpoint {fields['Model']} is not here: the second pass ran "
+                                    f"with the one loaded, {_loaded_title()}."))
             else:
                 override_settings["sd_model_checkpoint"] = title
         if _number(fields, "Clip skip", int, 0):
             override_settings["CLIP_stop_at_last_layers"] = _number(fields, "Clip skip", int, 1)
         override_settings.update(checkpoint_override(params))
+        check_modules(params)
+        modules = params.modules
+        if not modules:
+            modules, missing = image_modules(fields)
+            if missing:
+                notes.append(Advice("image_modules_missing", "warning", "modules",
+                                    f"The image's VAE / text encoder {', '.join(missing)} is not here: the second "
+                                    "pass ran with the WebUI's setting."))
+        for note in notes:
+            log.warning("hires upscale: %s", note.message)
         return cls(
             prompt=params.second_pass_prompt(info.prompt),
             negative_prompt=params.second_pass_negative_prompt(info.negative_prompt),
@@ -105,6 +125,8 @@ class Generation:
             cfg_scale=params.second_pass_cfg_scale(info.cfg_scale or 7.0),
             steps=info.steps or 20,
             override_settings=override_settings,
+            modules=modules,
+            notes=tuple(notes),
         )
 
 
@@ -118,6 +140,59 @@ def checkpoint_override(params: HiresParams) -> dict[str, str]:
                                       "empty (the same as the first pass) or one of the WebUI's checkpoints: "
                                       + ", ".join(compat.checkpoint_titles()))])
     return {"sd_model_checkpoint": title}
+
+
+def _loaded_title() -> str:
+    loaded = compat.loaded_checkpoint()
+    return getattr(loaded, "title", None) or "(none)"
+
+
+#: Forge names each module of an image's pass in its PNG info as "Module 1", "Module 2"...
+_MODULE_KEY = re.compile(r"Module (\d+)")
+
+
+def image_modules(fields: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]]:
+    """The VAE / text-encoder files an image's PNG info names, as this WebUI's file names, and the
+    names it does not have. A1111 writes its VAE's file name ("VAE"); Forge the stem of each module
+    ("Module N"). An image that names none gives none: the pass keeps the WebUI's setting."""
+    numbered = sorted((int(m.group(1)), value) for key, value in fields.items() if (m := _MODULE_KEY.fullmatch(key)))
+    named = [value for _, value in numbered] if compat.several_modules() and numbered else []
+    if not named and fields.get("VAE"):
+        named = [fields["VAE"]]
+    known = compat.module_names()
+    by_stem = {os.path.splitext(name)[0]: name for name in known}
+    found: list[str] = []
+    missing: list[str] = []
+    for name in named:
+        match = name if name in known else by_stem.get(name) or by_stem.get(os.path.splitext(name)[0])
+        if match is None:
+            missing.append(name)
+        else:
+            found.append(match)
+    return tuple(dict.fromkeys(found)), missing
+
+
+def check_modules(params: HiresParams) -> None:
+    """Refuse VAE / text-encoder files this WebUI does not have, or more than it takes."""
+    if not params.modules or params.modules == (BUILT_IN_MODULES,):
+        return
+    known = compat.module_names()
+    unknown = [name for name in params.modules if name not in known]
+    several = compat.several_modules()
+    if unknown or (len(params.modules) > 1 and not several):
+        what = "file names" if several else "one file name (this WebUI takes a single VAE)"
+        raise ParamsError([FieldError("modules", list(params.modules),
+                                      f"[] (the same as the first pass), [{BUILT_IN_MODULES!r}] or {what} from "
+                                      f"the WebUI's {'VAE and text_encoder folders' if several else 'VAE folder'}: "
+                                      + (", ".join(known) or "(there are none)"))])
+
+
+def _kept_settings(settings: dict[str, Any], params: HiresParams) -> dict[str, Any]:
+    """The first pass's setting overrides for the second pass, less its VAE / text encoders where
+    the pass has its own (`compat.second_pass_modules` sets those; an override would win)."""
+    if not params.modules:
+        return dict(settings)
+    return {key: value for key, value in settings.items() if key not in compat.MODULE_SETTINGS}
 
 
 def _number(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
@@ -162,6 +237,8 @@ class WebUIBackend:
             raise Interrupted("stopped before the second pass")
         if len(images) != len(self.generations):
             raise ValueError(f"{len(images)} images for {len(self.generations)} generations")
+        for note in dict.fromkeys(note for generation in self.generations for note in generation.notes):
+            notify(note)
         done = None
         if self.tiling.batch_together(plan.params.tiled, plan.target, len(images), _memory()):
             try:
@@ -264,6 +341,7 @@ class WebUIBackend:
                 _latent_resized(img2img, compat.latent_interpolation(params.upscaler))
             if tiled:  # where `untileable`, the init says so in the result once
                 _tile_from_init(img2img, installed, TileSettings.for_tile_size(params.tile_size), notify)
+            installed.enter_context(compat.second_pass_modules(first.modules, BUILT_IN_MODULES))
             installed.enter_context(compat.outer_job_kept(self.outer, list(img2img.override_settings)))
             try:
                 return processing.process_images(img2img)

@@ -371,6 +371,97 @@ def first_pass_checkpoint_kept() -> Iterator[None]:
         load_checkpoint_back(before)
 
 
+#: The settings that choose a checkpoint's VAE (A1111) or its VAE and text encoders (Forge).
+MODULE_SETTINGS = ("sd_vae", "forge_additional_modules")
+
+
+def _forge_module_files() -> dict[str, str] | None:
+    """Forge: its VAE and text-encoder files by file name (its "VAE / Text Encoder" list); None on A1111."""
+    try:
+        from modules_forge import main_entry
+    except ImportError:
+        return None
+    if not main_entry.module_list:  # filled when its UI is built; an API-only start has not yet
+        main_entry.refresh_models()
+    return dict(main_entry.module_list)
+
+
+def module_names() -> list[str]:
+    """The files a second pass may take as its VAE (Forge: also its text encoders), by file name."""
+    forge = _forge_module_files()
+    if forge is not None:
+        return sorted(forge)
+    from modules import sd_vae
+
+    return sorted(sd_vae.vae_dict)
+
+
+def several_modules() -> bool:
+    """Whether a pass takes more than one module file (Forge: a VAE and text encoders; A1111: one VAE)."""
+    return _forge_module_files() is not None
+
+
+def refresh_modules() -> None:
+    forge = _forge_module_files()
+    if forge is not None:
+        from modules_forge import main_entry
+
+        main_entry.refresh_models()
+        return
+    from modules import sd_vae
+
+    sd_vae.refresh_vae_list()
+
+
+@contextmanager
+def second_pass_modules(names: tuple[str, ...], built_in: str) -> Iterator[None]:
+    """The passes inside run with these VAE / text-encoder files (`built_in` alone: the checkpoint's
+    own; none: as the first pass), and the first pass's setting is back afterwards.
+
+    Set here around the nested job, not as its `override_settings`: A1111 v1.6 fails on an override
+    of a setting never saved, and both hosts' restore skips it, leaving the VAE set for the session.
+    """
+    if not names:
+        yield
+        return
+    forge = _forge_module_files()
+    key = "forge_additional_modules" if forge is not None else "sd_vae"
+    chosen: Any
+    if forge is not None:
+        chosen = [] if names == (built_in,) else [forge[name] for name in names]
+    else:
+        chosen = "None" if names == (built_in,) else names[0]
+    missing = object()
+    before = shared.opts.data.get(key, missing)
+    _use_modules(key, chosen)
+    try:
+        yield
+    finally:
+        if before is missing:
+            shared.opts.data.pop(key, None)
+            _use_modules(key, None)
+        else:
+            _use_modules(key, before)
+
+
+def _use_modules(key: str, value: Any) -> None:
+    """Set the modules setting (None: the one just popped, now at its default) and have the host use it:
+    Forge loads them with its next job's model, A1111 reloads the VAE of the model loaded now.
+
+    Written into `opts.data`, as the hosts' own overrides do: `opts.set` runs the setting's change
+    callback, which waits for the queue lock this job holds (A1111's VAE reload), a deadlock."""
+    if value is not None:
+        shared.opts.data[key] = value
+    if key == "forge_additional_modules":
+        from modules_forge import main_entry
+
+        main_entry.refresh_model_loading_parameters()  # a no-op reload when they equal the loaded ones
+        return
+    from modules import sd_vae
+
+    sd_vae.reload_vae_weights()
+
+
 @contextmanager
 def outer_job_kept(outer: Any, settings: Iterable[str]) -> Iterator[None]:
     """A nested `process_images` leaves the outer job as it was: the WebUI's own restore after

@@ -26,7 +26,7 @@ from ..params import SCRIPT_FIELDS, HiresParams
 from ..pipeline import COLOR_FIX, SHARPEN, UPSCALE, NamedResult, Pipeline, Result
 from ..plan import REACHED_FROM_KEY, REACHED_TO_KEY, make_plan
 from . import compat, outputs
-from .backend import Generation, WebUIBackend, checkpoint_override
+from .backend import Generation, WebUIBackend, check_modules, checkpoint_override
 from .upscalers import check_upscaler, default_upscaler, engine_settings, upscaler_for
 
 log = logging.getLogger("hires_upscale")
@@ -101,7 +101,8 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
         if not params.enabled:
             return
         check_upscaler(params.upscaler)
-        checkpoint_override(params)  # a hires checkpoint this WebUI lacks is refused before any work
+        checkpoint_override(params)  # a hires checkpoint or VAE this WebUI lacks is refused before any work
+        check_modules(params)
         # every image of the job has the job's size; the family is the first pass's checkpoint's
         plan = make_plan((p.width, p.height), params, compat.model_family(), first_pass_steps=p.steps)
     except HiresUpscaleError as error:
@@ -215,13 +216,20 @@ def _write_infotext(p: Any, index: int, done: Result | str) -> None:
         for key in (REACHED_FROM_KEY, REACHED_TO_KEY):
             extra.pop(key, None)
         return
-    extra.update(done.infotext_fields)
-    for notice in done.notices:  # e.g. ran tiled after running out of memory: shown under the result
+    extra.update(result_fields(done))
+    for notice in done.notices:  # e.g. ran tiled after running out of memory: shown under the result too
         compat.comment(p, f"Hires upscale, image {index + 1}: {notice.message}")
-    if done.notices:  # and in the image's infotext, which API callers get
-        extra[NOTES_KEY] = " ".join(notice.message for notice in done.notices)
+
+
+def result_fields(done: Result) -> dict[str, str]:
+    """An image's infotext fields: the plan's and the size reached, what the run did on its own (ran
+    tiled after running out of memory, an image's VAE that is not here), where an interrupt stopped it."""
+    fields = dict(done.infotext_fields)
+    if done.notices:
+        fields[NOTES_KEY] = " ".join(notice.message for notice in done.notices)
     if done.interrupted:
-        extra[INTERRUPTED_KEY] = "after " + done.reached
+        fields[INTERRUPTED_KEY] = "after " + done.reached
+    return fields
 
 
 # -- images that already exist ---------------------------------------------------
@@ -258,7 +266,7 @@ def upscale_existing(image: Image.Image, params: HiresParams, tiling: TilingPoli
         result = pipeline.run_batch([image], plan, progress=_progress, should_stop=compat.should_stop)[0]
     finally:
         compat.report_progress(None)
-    infotext = with_fields(original, result.infotext_fields)
+    infotext = with_fields(original, result_fields(result))
     result.image.info["parameters"] = infotext
     return NamedResult(name, result, infotext)
 
@@ -299,7 +307,7 @@ class WebUIApiHost:
         from .. import __version__
         from ..advice import MAX_STEPS_RATIO, rules_as_data
         from ..images import MAX_INPUT_PIXELS
-        from ..params import hover_hints, json_schema, upscaler_kind
+        from ..params import MAX_MODULES, hover_hints, json_schema, upscaler_kind
         from ..resolution import DEFAULT_MAX_PIXELS, FAMILIES, PRESETS
         from ..upscaler import activation_bytes_per_pixel
         from .api import MAX_IMAGES
@@ -314,6 +322,9 @@ class WebUIApiHost:
             # WebUI's own code (LDSR, ScuNET, a model it still has to download)
             "engine_upscalers": engine_upscalers(),
             "latent_modes": compat.latent_modes(),
+            # what `modules` may name: the WebUI's VAE files (Forge: also its text encoders), and how many
+            "modules": compat.module_names(),
+            "max_modules": MAX_MODULES if compat.several_modules() else 1,
             # the loaded checkpoint's family; asking must not load one
             "model_family": compat.model_family_loaded(),
             "families": {name: {"name": name, "base": f.base, "comfortable_pixels": f.comfortable_pixels,
@@ -345,6 +356,8 @@ class WebUIApiHost:
         from .api import ItemError
 
         check_upscaler(params.upscaler)
+        checkpoint_override(params)  # the run's own choices are refused at their field, before any image
+        check_modules(params)
         generations = []
         for index, (_name, image) in enumerate(items):
             try:

@@ -20,7 +20,7 @@ from ..advice import Advice
 from ..batch import Skipped
 from ..errors import HiresUpscaleError
 from ..lowvram import TilingPolicy
-from ..params import SCRIPT_FIELDS, HiresParams
+from ..params import BUILT_IN_MODULES, SCRIPT_FIELDS, HiresParams
 from ..plan import make_plan
 from ..resolution import PRESETS
 from . import carried, compat, outputs
@@ -50,6 +50,8 @@ def control(name: str, elem_id: str, *, choices: list[str] | None = None, value:
         return gr.Checkbox(shown, **common)
     if meta["choices"]:
         return gr.Radio(list(meta["choices"]), value=shown, **common)
+    if isinstance(spec.default, tuple):
+        return gr.Dropdown(choices or [], value=list(shown), multiselect=True, **common)
     if choices is not None:
         return gr.Dropdown(choices, value=shown, **common)
     if isinstance(spec.default, (int, float)):
@@ -82,11 +84,20 @@ def _preview(params: HiresParams) -> str:
     return f"<p class='hires-upscale-size'>{w}x{h} → {tw}x{th}</p>" + advice_html(plan.advice)
 
 
+def module_choices() -> list[str]:
+    """The Hires VAE / text encoder dropdown's names: the checkpoint's own, then the WebUI's files
+    (none selected: the same as the first pass)."""
+    return [BUILT_IN_MODULES, *compat.module_names()]
+
+
 def _overrides(add: Callable[..., Any], label: str, elem_id: str) -> None:
-    """The second pass's overrides, folded away: checkpoint, CFG, seed, prompts."""
+    """The second pass's overrides, folded away: checkpoint, VAE / text encoders, CFG, seed, prompts."""
     with gr.Accordion(label, open=False, elem_id=elem_id):
         with gr.Row():
             add("checkpoint", choices=[SAME, *compat.checkpoint_titles()], value=SAME)
+            add("modules", choices=module_choices(),
+                max_choices=None if compat.several_modules() else 1)  # A1111 takes one VAE
+        with gr.Row():
             add("cfg_scale")
             add("seed")
         add("prompt")
@@ -124,7 +135,7 @@ class AccordionUI:
             with gr.Row():
                 add("upscaler", choices=upscaler_choices(), value=default_upscaler())
                 refresh = compat.tool_button("\U0001f504", self._id("refresh"),
-                                             "Refresh the lists of upscalers and checkpoints")
+                                             "Refresh the lists of upscalers, checkpoints and VAEs")
             with gr.Row():
                 add("resize_mode")
                 add("scale")
@@ -153,7 +164,7 @@ class AccordionUI:
             _overrides(add, "Second pass overrides", self._id("overrides"))
             gr.HTML(_preview(HiresParams(upscaler=c["upscaler"].value)), elem_id=self._id("advice"))
 
-        refresh.click(fn=self._refresh, inputs=[], outputs=[c["upscaler"], c["checkpoint"]])
+        refresh.click(fn=self._refresh, inputs=[], outputs=[c["upscaler"], c["checkpoint"], c["modules"]])
         # Controls that do not apply stay hidden (also after a paste, which fires .change).
         c["resize_mode"].change(fn=_resize_controls, inputs=[c["resize_mode"]],
                                 outputs=[c["scale"], c["width"], c["height"], c["preset"]], show_progress=False)
@@ -164,10 +175,12 @@ class AccordionUI:
         return [c[name] for name in SCRIPT_FIELDS]
 
     @staticmethod
-    def _refresh() -> tuple[Any, Any]:
+    def _refresh() -> tuple[Any, Any, Any]:
         compat.refresh_upscalers()
         compat.refresh_checkpoints()
-        return gr.update(choices=upscaler_choices()), gr.update(choices=[SAME, *compat.checkpoint_titles()])
+        compat.refresh_modules()
+        return (gr.update(choices=upscaler_choices()), gr.update(choices=[SAME, *compat.checkpoint_titles()]),
+                gr.update(choices=module_choices()))
 
     def infotext_fields(self) -> list[tuple[Any, Any]]:
         """Paste bindings: every control follows a pasted infotext; ours absent = accordion closed.
@@ -188,7 +201,7 @@ class AccordionUI:
                 value = getattr(params, name)
                 if name in SAME_WHEN_EMPTY and not value:
                     return SAME
-                return value
+                return list(value) if isinstance(value, tuple) else value
 
             return read
 
@@ -199,7 +212,7 @@ class AccordionUI:
 
 #: The tab's parameter controls, in the order `_run_tab` receives them.
 TAB_FIELDS = ("upscaler", "scale", "denoise", "hires_steps", "sharpen", "sharpen_strength",
-              "checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed", "color_fix", "passes")
+              "checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed", "color_fix", "passes", "modules")
 
 
 def _tab_params(values: tuple[Any, ...]) -> HiresParams:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -75,6 +75,10 @@ FAMILY_MODELS = (
 )
 #: A second checkpoint beside the first (its weights, the UNet's output layer changed), for "Hires checkpoint".
 SECOND_CHECKPOINT = "second-sd15"
+#: A VAE file in the test WebUI's models/VAE: the checkpoint's own with its decoder's last layer negated.
+INVERTED_VAE = "inverted-sd15-vae.safetensors"
+#: The same file under a second name (a hard link): two VAEs to choose, for the one-VAE rule of A1111.
+INVERTED_VAE_TWIN = "inverted-sd15-vae-twin.safetensors"
 #: Extensions linked into every test WebUI's data dir: (folder name there, source).
 TEST_EXTENSIONS = [
     ("sd-webui-hires-upscale", REPO),
@@ -271,10 +275,36 @@ def second_checkpoint(first: Path) -> Path:
     return path
 
 
+def inverted_vae(checkpoint: Path, path: Path) -> Path:
+    """The checkpoint's VAE as a separate file, its decoder's output negated: the same latents
+    decode to other colours, so a pass that used it is plain to see."""
+    if not path.exists():
+        from safetensors.torch import load_file, save_file
+
+        prefix = "first_stage_model."
+        state = {key[len(prefix):]: value for key, value in load_file(str(checkpoint)).items()
+                 if key.startswith(prefix)}
+        for key in ("decoder.conv_out.weight", "decoder.conv_out.bias"):
+            state[key] = -state[key]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        save_file(state, str(partial))
+        os.replace(partial, path)
+    return path
+
+
 def image_b64(image: Image.Image, **png) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", **png)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def webui_png(result: dict, extra_text: str = "") -> str:
+    """A txt2img result's first image as base64 PNG with its parameters text, as the WebUI saves it
+    (`extra_text` appended to that text)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", json.loads(result["info"])["infotexts"][0] + extra_text)
+    return image_b64(decode(result["images"][0]), pnginfo=info)
 
 
 def decode(data: str) -> Image.Image:
@@ -333,6 +363,9 @@ class WebUI:
         env = self.env()
         ckpt = checkpoint(self.checkout, env)
         second_checkpoint(ckpt)
+        vae = inverted_vae(ckpt, self.data_dir / "models" / "VAE" / INVERTED_VAE)
+        if not vae.with_name(INVERTED_VAE_TWIN).exists():
+            os.link(vae, vae.with_name(INVERTED_VAE_TWIN))
         self.ckpt_dir = ckpt.parent
         (self.data_dir / "extensions").mkdir(parents=True, exist_ok=True)
         for name, target in TEST_EXTENSIONS:

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from harness import BROKEN_HOST_UPSCALER, decode, image_b64
-from PIL import Image, PngImagePlugin
+from harness import BROKEN_HOST_UPSCALER, decode, webui_png
+from PIL import Image
 from test_second_pass import RECORDER, infotext, pixels
 from test_webui import BASE, script_args, txt2img
 
@@ -20,13 +20,6 @@ def with_upscaler(name: str, **values) -> list:
     args = script_args(**values)
     args[SCRIPT_FIELDS.index("upscaler")] = name
     return args
-
-
-def webui_png(result) -> str:
-    """The result's first image as base64 PNG with its parameters text, as the WebUI saves it."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", json.loads(result["info"])["infotexts"][0])
-    return image_b64(decode(result["images"][0]), pnginfo=info)
 
 
 def hires(webui, upscaler: str, **values):

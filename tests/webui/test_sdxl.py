@@ -38,6 +38,7 @@ def sdxl(webui):
         yield title
     finally:
         webui.post("/sdapi/v1/options", before)
+        txt2img(webui, steps=1)  # and Forge loads the one put back now, not inside the next module's first job
 
 
 def hires(webui, **values) -> dict:

@@ -7,13 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from harness import ESRGAN_NAME, SECOND_CHECKPOINT, decode
+from harness import ESRGAN_NAME, INVERTED_VAE, INVERTED_VAE_TWIN, SECOND_CHECKPOINT, decode, webui_png
 from test_webui import BASE, require_api_infotext, script_args, txt2img
 
 from hires_upscale.infotext import format_fields, parse_parameters
 from hires_upscale.params import SCRIPT_FIELDS, HiresParams
 
 RECORDER = "hires upscale test recorder"
+#: Two runs of the same job agree to about 77 dB on the CPU; another VAE or checkpoint is far below.
+SAME_DB = 60
 
 
 def hires(webui, *, recorder: str = "", named: dict | None = None, **values):
@@ -109,6 +111,70 @@ def test_the_prompt_override_is_the_second_pass_prompt(webui):
     same = hires(webui)
     spelled = hires(webui, prompt="[prompt]")
     assert pixels(same).tobytes() == pixels(spelled).tobytes()
+
+
+def test_a_hires_vae_decodes_the_second_pass_only_is_in_the_infotext_and_the_first_passs_is_back(webui):
+    options = webui.get("/hires-upscale/v1/options").json()
+    assert INVERTED_VAE in options["modules"], options["modules"]
+    assert options["max_modules"] == (4 if webui.kind == "forge" else 1)
+    plain = pixels(txt2img(webui))
+    # no color fix: it would take the coarse colours back from the upscaled first pass
+    before = hires(webui, color_fix="none")
+    webui.recorded()
+    inverted = hires(webui, color_fix="none", modules=(INVERTED_VAE,))
+    assert decode(inverted["images"][0]).size == (128, 128)
+    assert psnr(pixels(before), pixels(inverted)) < 15  # a negated decoder: other colours everywhere
+    assert HiresParams.from_infotext_fields(infotext(inverted).fields).modules == (INVERTED_VAE,)
+    # the checkpoint's own VAE is what the first pass used here: the same as no choice (the same job
+    # twice differs in the last bits on the CPU: about 77 dB)
+    assert psnr(pixels(hires(webui, color_fix="none", modules=("Built-in",))), pixels(before)) > SAME_DB
+    # the first pass's VAE is back for the next job, with our script and without
+    assert psnr(pixels(hires(webui, color_fix="none")), pixels(before)) > SAME_DB
+    assert psnr(pixels(txt2img(webui)), plain) > SAME_DB
+    assert webui.get("/sdapi/v1/options").json().get("sd_vae") in (None, "Automatic")
+
+
+
+def test_an_existing_image_gets_the_hires_vae_or_its_own_and_a_missing_one_is_said(webui):
+    made = txt2img(webui)
+
+    def upscale(extra_text: str = "", **params) -> dict:
+        reply = webui.post("/hires-upscale/v1/upscale", {"images": [webui_png(made, extra_text)], "params": {
+            "upscaler": "Lanczos", "denoise": 0.3, "hires_steps": 2, "color_fix": "none", **params}})
+        assert reply.status == 200, (reply.body, webui.log_tail())
+        return reply.json()["images"][0]
+
+    def picture(done: dict) -> np.ndarray:
+        return np.asarray(decode(done["image"]).convert("RGB"), dtype=np.float64)
+
+    plain = upscale()
+    assert psnr(picture(plain), picture(upscale(modules=[INVERTED_VAE]))) < 15
+    assert psnr(picture(plain), picture(upscale())) > SAME_DB
+    # the image's own VAE, as A1111 names it in PNG info (Forge reads that too) and as Forge does
+    own = [f", VAE: {INVERTED_VAE}"] + ([", Module 1: " + INVERTED_VAE.removesuffix(".safetensors")]
+                                         if webui.kind == "forge" else [])
+    for extra in own:
+        assert psnr(picture(plain), picture(upscale(extra))) < 15, extra
+        assert psnr(picture(upscale(extra, modules=["Built-in"])), picture(plain)) > SAME_DB
+    missing = upscale(", VAE: gone-vae.safetensors")
+    assert psnr(picture(missing), picture(plain)) > SAME_DB
+    said = [w for w in missing["warnings"] if w["code"] == "image_modules_missing"]
+    assert said and "gone-vae.safetensors" in said[0]["message"], missing["warnings"]
+    assert "gone-vae.safetensors is not here" in parse_parameters(missing["infotext"]).fields["Hires upscale notes"]
+
+
+def test_a_hires_vae_the_webui_lacks_or_too_many_are_refused_naming_what_is_there(webui):
+    result = hires(webui, modules=("nope.safetensors",))
+    error = infotext(result).fields["Hires upscale error"]
+    assert "modules" in error and INVERTED_VAE in error and decode(result["images"][0]).size == (64, 64)
+    reply = webui.post("/hires-upscale/v1/upscale", {"images": [webui_png(txt2img(webui))], "params": {
+        "upscaler": "Lanczos", "denoise": 0.3, "modules": ["nope.safetensors"]}})
+    assert reply.status == 422, reply.body
+    assert reply.json()["detail"][0]["loc"] == ["body", "params", "modules"], reply.body
+    if webui.kind != "forge":  # A1111 takes one VAE; Forge a VAE and text encoders
+        two = hires(webui, modules=(INVERTED_VAE, INVERTED_VAE_TWIN))
+        assert "one file name" in infotext(two).fields["Hires upscale error"]
+        assert decode(two["images"][0]).size == (64, 64)
 
 
 def test_a_hires_checkpoint_changes_the_result_loads_once_per_batch_and_goes_back(webui):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from harness import FAMILY_MODELS, FamilyModel, decode, image_b64
+from harness import FAMILY_MODELS, FamilyModel, decode, image_b64, webui_png
 from pictures import noise_image
-from test_results import hires, webui_png
+from test_results import hires
 from test_second_pass import infotext
 from test_webui import txt2img
 
