@@ -93,7 +93,7 @@ UPSCALER_NAMES = ["Lanczos", "lanczos", "None", "Latent", "Latent (nearest)", "4
 
 #: The JSON schema keywords `from_schema` understands; the rest only describe.
 _KEYWORDS = {"type", "anyOf", "properties", "additionalProperties", "items", "maxItems", "minimum", "maximum",
-             "enum"}
+             "enum", "minLength"}
 _DESCRIPTIVE = {"title", "description", "default"}
 
 
@@ -121,7 +121,7 @@ def _of_type(kind: str, schema: dict) -> st.SearchStrategy:
     if kind == "number":  # whole numbers too: JSON does not tell 2 from 2.0
         return st.one_of(st.floats(low, high, allow_nan=False), st.integers(math.ceil(low), math.floor(high)))
     if kind == "string":
-        return st.text(max_size=40)
+        return st.text(min_size=schema.get("minLength", 0), max_size=40)
     if kind == "array":
         return st.lists(from_schema(schema["items"]), max_size=schema.get("maxItems", 3))
     if kind == "object":

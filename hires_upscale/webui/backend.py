@@ -98,7 +98,7 @@ class Generation:
             if title is None:
                 notes.append(Advice("image_checkpoint_missing", "warning", "checkpoint",
                                     f"The image's checkpoint {fields['Model']} is not here: the second pass ran "
-                                    f"with the one loaded, {_loaded_title()}."))
+                                    f"with the WebUI's, {compat.opt('sd_model_checkpoint', '(none)')}."))
             else:
                 override_settings["sd_model_checkpoint"] = title
         if _number(fields, "Clip skip", int, 0):
@@ -108,6 +108,12 @@ class Generation:
         modules = params.modules
         if not modules:
             modules, missing = image_modules(fields)
+            unsupported = compat.modules_unsupported()
+            if unsupported and modules:
+                notes.append(Advice("image_modules_unsupported", "warning", "modules",
+                                    f"The image's VAE / text encoder {', '.join(modules)} was not used: "
+                                    f"{unsupported}; the second pass ran with the WebUI's setting."))
+                modules = ()
             if missing:
                 notes.append(Advice("image_modules_missing", "warning", "modules",
                                     f"The image's VAE / text encoder {', '.join(missing)} is not here: the second "
@@ -142,11 +148,6 @@ def checkpoint_override(params: HiresParams) -> dict[str, str]:
     return {"sd_model_checkpoint": title}
 
 
-def _loaded_title() -> str:
-    loaded = compat.loaded_checkpoint()
-    return getattr(loaded, "title", None) or "(none)"
-
-
 #: Forge names each module of an image's pass in its PNG info as "Module 1", "Module 2"...
 _MODULE_KEY = re.compile(r"Module (\d+)")
 
@@ -174,7 +175,12 @@ def image_modules(fields: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]
 
 def check_modules(params: HiresParams) -> None:
     """Refuse VAE / text-encoder files this WebUI does not have, or more than it takes."""
-    if not params.modules or params.modules == (BUILT_IN_MODULES,):
+    if not params.modules:
+        return
+    unsupported = compat.modules_unsupported()
+    if unsupported:
+        raise ParamsError([FieldError("modules", list(params.modules), f"[] here: {unsupported}")])
+    if params.modules == (BUILT_IN_MODULES,):
         return
     known = compat.module_names()
     unknown = [name for name in params.modules if name not in known]
@@ -329,7 +335,7 @@ class WebUIBackend:
         # should a user take it off the kept-out list.
         img2img._hires_upscale_inner = True
         img2img._ad_inner = True
-        img2img.scripts = first.scripts
+        img2img.scripts = first.scripts if first.scripts is not None else carried.empty_runner()
         img2img.script_args = first.script_args
         compat.add_job()
         which = f"pass {plan.pass_number}/{plan.pass_count}: " if plan.pass_count > 1 else ""

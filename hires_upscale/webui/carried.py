@@ -73,6 +73,14 @@ def _skip(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+def empty_runner() -> Any:
+    """A script runner with no scripts, for a second pass that runs none (an existing image's):
+    A1111 takes `p.scripts = None` for that, reForge's processing reads `p.scripts` unguarded."""
+    from modules import scripts
+
+    return scripts.ScriptRunner()
+
+
 def second_pass_runner(outer: Any, setting: str) -> Any | None:
     """A script runner for the second pass's img2img: the carried scripts, with their arguments
     where they are in the first pass's `script_args` (each script keeps its `args_from/args_to`).

@@ -386,6 +386,16 @@ def _forge_module_files() -> dict[str, str] | None:
     return dict(main_entry.module_list)
 
 
+def modules_unsupported() -> str | None:
+    """Why this WebUI's pass cannot take its own VAE, if so: reForge (on the older Forge's loader)
+    kept the first VAE after `sd_vae` changed, in the test, so the choice would be claimed, not run."""
+    import importlib.util
+
+    if _forge_module_files() is None and importlib.util.find_spec("modules_forge.forge_loader") is not None:
+        return "this WebUI (reForge, on the older Forge loader) does not reload the VAE of a loaded model"
+    return None
+
+
 def module_names() -> list[str]:
     """The files a second pass may take as its VAE (Forge: also its text encoders), by file name."""
     forge = _forge_module_files()

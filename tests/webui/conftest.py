@@ -1,6 +1,6 @@
-"""The real-WebUI tier: one WebUI per host found (A1111, Forge), one at a time.
+"""The real-WebUI tier: one WebUI per host found (A1111, Forge; reForge when asked for), one at a time.
 
-The `webui` fixture is parametrized over the hosts (test ids "a1111" and "forge");
+The `webui` fixture is parametrized over the hosts (test ids "a1111", "forge", "reforge");
 a host whose checkout or venv is missing skips its tests with the reason. Tests are
 ordered by host, so pytest stops the first host's WebUI before it starts the next
 (this machine has room for one).

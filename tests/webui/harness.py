@@ -1,9 +1,9 @@
-"""Run a real WebUI (AUTOMATIC1111 or Forge) with this extension, on the CPU, on loopback.
+"""Run a real WebUI (AUTOMATIC1111, Forge or reForge) with this extension, on the CPU, on loopback.
 
 The hosts are the A1111 checkout in SD_WEBUI_ROOT (or ~/stable-diffusion-webui) and
 the Forge checkout in SD_WEBUI_FORGE_ROOT (or ~/stable-diffusion-webui-forge), each
-with its venv. Which host a checkout is comes from its files (Forge has backend/ and
-modules_forge/), not from the variable that named it. Nothing is written into a
+with its venv, and reForge where SD_WEBUI_REFORGE_ROOT names one (opt-in). Which host
+a checkout is comes from its files (`kind_of`), not from the variable that named it. Nothing is written into a
 checkout: the extensions are linked into a temporary --data-dir, and the checkpoint
 and ESRGAN models live in folders of their own.
 """
@@ -92,10 +92,11 @@ START_TIMEOUT = 600
 class Host:
     """One kind of WebUI and what differs between the kinds when the tests run it."""
 
-    kind: str  # the test id: "a1111" or "forge"
+    kind: str  # the test id: "a1111", "forge" or "reforge"
     title: str
     env_var: str
-    default_root: Path
+    #: None: tested only when `env_var` names a checkout (opt-in)
+    default_root: Path | None
     cpu_flags: tuple[str, ...]
     #: the checkpoint recipe (run in the host's venv from its root: `python RECIPE OUT`) and its revision;
     #: a new revision gives a new file name, so an old file is never reused
@@ -109,15 +110,26 @@ class Host:
         return ["--gradio-allowed-path", str(root)] if self.kind == "forge" else []
 
     def is_one(self, root: Path) -> bool:
-        forge = (root / "backend").is_dir() and (root / "modules_forge").is_dir()
-        return forge == (self.kind == "forge")
+        return kind_of(root) == self.kind
+
+
+def kind_of(root: Path) -> str:
+    """Which host a checkout is. Forge has `backend/` and `modules_forge/`; reForge (its main branch)
+    has `modules_forge/` on the older Forge design (`ldm_patched/`, A1111's model code), no `backend/`."""
+    if (root / "modules_forge").is_dir():
+        return "forge" if (root / "backend").is_dir() else "reforge"
+    return "a1111"
 
 
 A1111 = Host("a1111", "AUTOMATIC1111", "SD_WEBUI_ROOT", Path.home() / "stable-diffusion-webui",
              tuple(A1111_CPU_FLAGS), HERE / "make_checkpoint.py", "r4")
 FORGE = Host("forge", "Forge", "SD_WEBUI_FORGE_ROOT", Path.home() / "stable-diffusion-webui-forge",
              tuple(FORGE_CPU_FLAGS), HERE / "make_checkpoint_forge.py", "f2")
-HOSTS = (A1111, FORGE)
+#: reForge runs on A1111's model code with the older Forge's patchers and CPU switch, and A1111's
+#: checkpoint recipe. Opt-in: a third whole tier would take CI past its time.
+REFORGE = Host("reforge", "reForge", "SD_WEBUI_REFORGE_ROOT", None, tuple(FORGE_CPU_FLAGS),
+               HERE / "make_checkpoint.py", "r4")
+HOSTS = (A1111, FORGE, REFORGE)
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,8 @@ class Checkout:
 def find_checkout(host: Host) -> tuple[Checkout | None, str]:
     """The checkout of this host to test against, or None and the reason there is none."""
     configured = os.environ.get(host.env_var)
+    if not configured and host.default_root is None:
+        return None, f"{host.title} is tested only when {host.env_var} names its checkout"
     root = Path(configured).expanduser() if configured else host.default_root
     source = host.env_var if configured else f"{host.default_root} ({host.env_var} is unset)"
     if not (root / "launch.py").is_file():
@@ -156,8 +170,10 @@ def find_checkout(host: Host) -> tuple[Checkout | None, str]:
 
 
 def find_checkouts() -> list[tuple[Host, Checkout | None, str]]:
-    """Every host kind with its checkout (or None and why not), in HOSTS order."""
-    return [(host, *find_checkout(host)) for host in HOSTS]
+    """Every host kind with its checkout (or None and why not), in HOSTS order; an opt-in host only
+    when asked for."""
+    return [(host, *find_checkout(host)) for host in HOSTS
+            if host.default_root is not None or os.environ.get(host.env_var)]
 
 
 def webui_root() -> tuple[Path | None, str]:
@@ -299,6 +315,14 @@ def image_b64(image: Image.Image, **png) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def psnr(a, b) -> float:
+    """PSNR in dB of two 8-bit pictures (PIL images or arrays of the same shape); inf when equal."""
+    import numpy as np
+
+    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
+
+
 def webui_png(result: dict, extra_text: str = "") -> str:
     """A txt2img result's first image as base64 PNG with its parameters text, as the WebUI saves it
     (`extra_text` appended to that text)."""
@@ -332,7 +356,7 @@ class WebUI:
             checkout = Checkout(next(h for h in HOSTS if h.is_one(Path(checkout))), Path(checkout))
         self.checkout = checkout
         self.host = checkout.host
-        self.kind = checkout.kind  # "a1111" or "forge"
+        self.kind = checkout.kind  # "a1111", "forge" or "reforge"
         self.root = checkout.root
         self.extra_models = extra_models or {}
         self.workdir = workdir
@@ -356,6 +380,10 @@ class WebUI:
         if source is not None and not hf_home.exists():
             shutil.copytree(source, hf_home)  # the WebUI writes into HF_HOME; shared/ is read-only
         return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                # One A1111 run of the tier grew 6 GB past another over the same tests, to an OOM kill in
+                # the SDXL tests; glibc's per-thread arenas (one per API worker thread) keep what a thread
+                # freed for that thread alone. Two arenas bound that.
+                "MALLOC_ARENA_MAX": "2",
                 "PYTHONUNBUFFERED": "1", "HIRES_UPSCALE_TEST_FAULTS": str(self.faults_path),
                 "HIRES_UPSCALE_TEST_RECORD": str(self.record_path)}
 
@@ -390,6 +418,10 @@ class WebUI:
         (scunet / f"{BROKEN_HOST_UPSCALER}.pth").write_bytes(b"not a model: the download was cut short")
         for _attempt in range(3):
             if self.launch(env, ckpt.parent):
+                if not (self.root / "models" / "VAE-approx" / "model.pt").is_file():
+                    # Live previews (Approx NN) of SD1.5 download this file on first use, offline here:
+                    # A1111 ships it, reForge main only SDXL's.
+                    self.post("/sdapi/v1/options", {"live_previews_enable": False})
                 return
             # the port was taken between our pick and the WebUI's bind: another one, and again
             self.port = free_port()

@@ -34,9 +34,10 @@ def test_a_model_the_safe_unpickler_refuses_is_named_loudly(webui):
     info.add_text("parameters", json.loads(made["info"])["infotexts"][0])
     reply = webui.post("/hires-upscale/v1/upscale", {"images": [image_b64(decode(made["images"][0]), pnginfo=info)],
                                                      "params": {"upscaler": REJECTED_NAME, "hires_steps": 1}})
-    if webui.kind == "forge":
-        # Forge keeps modules/safe.py but never puts its checked torch.load in place ("Forge do not
-        # need it"), so the file loads there, in its own upscalers and in ours alike.
+    if webui.kind in ("forge", "reforge"):
+        # Forge (and reForge, from the older Forge) keeps modules/safe.py but never puts its checked
+        # torch.load in place ("Forge do not need it"), so the file loads there, in its own upscalers
+        # and in ours alike.
         assert reply.status == 200, reply.body
         result = txt2img(webui, alwayson_scripts={"hires upscale": {"args": [True, REJECTED_NAME]}})
         assert decode(result["images"][0]).size == (128, 128)

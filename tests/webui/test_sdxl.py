@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harness import SDXL_CHECKPOINT, decode, sdxl_checkpoint
+from harness import SDXL_CHECKPOINT, decode, psnr, sdxl_checkpoint
 from test_second_pass import infotext
-from test_tiled import psnr, upscale
+from test_tiled import upscale
 from test_webui import script_args, txt2img
 
 from hires_upscale.resolution import PRESETS
@@ -28,6 +28,7 @@ def sdxl(webui):
     assert webui.post("/sdapi/v1/refresh-checkpoints", {}).status == 200
     titles = [m["title"] for m in webui.get("/sdapi/v1/sd-models").json()]
     title = next(t for t in titles if t.startswith(SDXL_CHECKPOINT))
+    txt2img(webui, steps=1)  # a WebUI that has loaded no checkpoint yet names none to go back to
     options = webui.get("/sdapi/v1/options").json()
     before = {key: options[key] for key in ("sd_model_checkpoint", "live_previews_enable") if key in options}
     # A1111's live previews ("Approx NN") download SDXL's preview model on first use: offline here.

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from harness import ESRGAN_NAME, decode, image_b64
+from harness import ESRGAN_NAME, decode, image_b64, psnr
 from pictures import noise_image
 from PIL import Image
 
 from hires_upscale.upscaler import load_model
-
-
-def psnr(a: Image.Image, b: Image.Image) -> float:
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    mse = float(np.mean((x - y) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def extras(webui, image: Image.Image) -> Image.Image:

@@ -8,11 +8,10 @@ UNet or VAE decoder would run out of memory on a small card.
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
-from harness import ESRGAN_NAME, decode, image_b64
+from harness import ESRGAN_NAME, decode, image_b64, psnr
 from PIL import Image, PngImagePlugin
 from test_webui import BASE, script_args, txt2img
 
@@ -20,6 +19,8 @@ from hires_upscale.infotext import parse_parameters
 
 SOURCE = 256
 TARGET = 512
+
+
 def existing_picture(size: int = SOURCE) -> str:
     """A square WebUI-style PNG with its parameters text (made without a first pass: cheaper)."""
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -37,12 +38,6 @@ def upscale(webui, source: int = SOURCE, **params) -> dict:
     })
     assert reply.status == 200, (reply.body, webui.log_tail())
     return reply.json()["images"][0]
-
-
-def psnr(a: Image.Image, b: Image.Image) -> float:
-    difference = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    mse = (difference**2).mean()
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 @pytest.fixture(autouse=True)
