@@ -387,13 +387,17 @@ def _forge_module_files() -> dict[str, str] | None:
 
 
 def modules_unsupported() -> str | None:
-    """Why this WebUI's pass cannot take its own VAE, if so: reForge (on the older Forge's loader)
-    kept the first VAE after `sd_vae` changed, in the test, so the choice would be claimed, not run."""
-    import importlib.util
-
-    if _forge_module_files() is None and importlib.util.find_spec("modules_forge.forge_loader") is not None:
-        return "this WebUI (reForge, on the older Forge loader) does not reload the VAE of a loaded model"
-    return None
+    """Why this WebUI's pass cannot take its own VAE, if so: in the test, reForge (on the older Forge's
+    loader) loaded another VAE but kept it after `sd_vae` went back, so later passes and jobs ran with
+    it, while their infotext said otherwise."""
+    if _forge_module_files() is not None:
+        return None
+    try:
+        from modules_forge import forge_loader  # noqa: F401  (only the older Forge design has it)
+    except ImportError:  # A1111
+        return None
+    return ("this WebUI (reForge, on the older Forge loader) keeps a VAE once loaded, so the first "
+            "pass's could not be put back")
 
 
 def module_names() -> list[str]:
