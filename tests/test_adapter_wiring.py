@@ -171,3 +171,13 @@ def test_an_images_own_vae_and_text_encoders_are_found_by_the_names_each_host_wr
     monkeypatch.setattr(backend.compat, "several_modules", lambda: several)
     monkeypatch.setattr(backend.compat, "module_names", lambda: known)
     assert backend.image_modules(fields) == expected
+
+
+def test_only_the_older_forge_design_refuses_a_hires_vae(adapter, monkeypatch):
+    compat = adapter.upscalers.compat
+    assert compat.modules_unsupported() is None  # A1111: no modules_forge at all
+    older_forge = types.ModuleType("modules_forge")
+    older_forge.forge_loader = types.ModuleType("modules_forge.forge_loader")
+    monkeypatch.setitem(sys.modules, "modules_forge", older_forge)
+    monkeypatch.setitem(sys.modules, "modules_forge.forge_loader", older_forge.forge_loader)
+    assert "keeps a VAE once loaded" in compat.modules_unsupported()
