@@ -347,7 +347,7 @@ class WebUIBackend:
                 _latent_resized(img2img, compat.latent_interpolation(params.upscaler))
             if tiled:  # where `untileable`, the init says so in the result once
                 _tile_from_init(img2img, installed, TileSettings.for_tile_size(params.tile_size), notify)
-            installed.enter_context(compat.second_pass_modules(first.modules, BUILT_IN_MODULES))
+            installed.enter_context(compat.second_pass_modules(first.modules))
             installed.enter_context(compat.outer_job_kept(self.outer, list(img2img.override_settings)))
             try:
                 return processing.process_images(img2img)

@@ -16,6 +16,8 @@ from typing import Any
 
 from modules import processing, scripts, shared
 
+from ..params import BUILT_IN_MODULES
+
 #: v1.8+ runs postprocess_image_after_composite on the composited (inpaint) image.
 HAS_AFTER_COMPOSITE: bool = hasattr(scripts.Script, "postprocess_image_after_composite")
 
@@ -416,21 +418,20 @@ def several_modules() -> bool:
 
 
 def refresh_modules() -> None:
-    forge = _forge_module_files()
-    if forge is not None:
+    try:
         from modules_forge import main_entry
+    except ImportError:
+        from modules import sd_vae
 
-        main_entry.refresh_models()
+        sd_vae.refresh_vae_list()
         return
-    from modules import sd_vae
-
-    sd_vae.refresh_vae_list()
+    main_entry.refresh_models()
 
 
 @contextmanager
-def second_pass_modules(names: tuple[str, ...], built_in: str) -> Iterator[None]:
-    """The passes inside run with these VAE / text-encoder files (`built_in` alone: the checkpoint's
-    own; none: as the first pass), and the first pass's setting is back afterwards.
+def second_pass_modules(names: tuple[str, ...]) -> Iterator[None]:
+    """The passes inside run with these VAE / text-encoder files (`BUILT_IN_MODULES` alone: the
+    checkpoint's own; none: as the first pass), and the first pass's setting is back afterwards.
 
     Set here around the nested job, not as its `override_settings`: A1111 v1.6 fails on an override
     of a setting never saved, and both hosts' restore skips it, leaving the VAE set for the session.
@@ -442,9 +443,9 @@ def second_pass_modules(names: tuple[str, ...], built_in: str) -> Iterator[None]
     key = "forge_additional_modules" if forge is not None else "sd_vae"
     chosen: Any
     if forge is not None:
-        chosen = [] if names == (built_in,) else [forge[name] for name in names]
+        chosen = [] if names == (BUILT_IN_MODULES,) else [forge[name] for name in names]
     else:
-        chosen = "None" if names == (built_in,) else names[0]
+        chosen = "None" if names == (BUILT_IN_MODULES,) else names[0]
     missing = object()
     before = shared.opts.data.get(key, missing)
     _use_modules(key, chosen)
