@@ -214,7 +214,7 @@ class HiresParams:
     )
     passes: int = _spec(
         1, key="passes", minimum=0, maximum=4, step=1, zero_means="auto: the fewest passes of at most 2x each",
-        label="Passes (0 = auto)", applies=_with_second_pass,
+        label="Passes (0 = auto)", applies=_with_second_pass, aliases={"auto": 0},
         help="Reach the target in this many passes, each an upscale and a second pass (4x as 2x then 2x, "
         "each pass with the same denoise and hires steps); 0 = auto, at most 2x per pass. More than 2x in "
         "one pass invents structure.",
@@ -336,7 +336,8 @@ class HiresParams:
             value = getattr(used, spec.name)
             if not used.applies(spec.name) or (spec.name not in essentials and value == getattr(default, spec.name)):
                 continue
-            fields[spec.metadata["key"]] = _to_text(value)
+            word = next((w for w, v in _word_aliases(spec).items() if v == value), None)
+            fields[spec.metadata["key"]] = word or _to_text(value)
         return fields
 
     @classmethod
@@ -378,6 +379,9 @@ def _allowed_text(spec: dataclasses.Field) -> str:
         text = f"{noun} from {_to_text(meta['minimum'])} to {_to_text(meta['maximum'])}"
         if meta["zero_means"]:
             text += f" (0 = {meta['zero_means']})"
+        words = _word_aliases(spec)
+        if words:
+            text += ", or " + ", ".join(repr(word) for word in words)
         return text
     if kind is bool:
         return "true or false"
@@ -394,6 +398,14 @@ def _field_type(spec: dataclasses.Field) -> type:
 
 def _nullable(spec: dataclasses.Field) -> bool:
     return None in spec.metadata["aliases"]
+
+
+def _word_aliases(spec: dataclasses.Field) -> dict[str, Any]:
+    """A number field's words for some of its values ('auto' for 0 passes): accepted, and written
+    into the infotext instead of the number they stand for."""
+    if _field_type(spec) not in (int, float):
+        return {}
+    return {alias: value for alias, value in spec.metadata["aliases"].items() if isinstance(alias, str)}
 
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -479,6 +491,9 @@ def json_schema() -> dict[str, Any]:
         prop: dict[str, Any] = {"description": meta["help"], "default": spec.default}
         if kind is bool:
             prop["type"] = "boolean"
+        elif kind is int and _word_aliases(spec):
+            prop["anyOf"] = [{"type": "integer", "minimum": meta["minimum"], "maximum": meta["maximum"]},
+                             {"type": "string", "enum": list(_word_aliases(spec))}]
         elif kind is int:
             prop.update(type="integer", minimum=meta["minimum"], maximum=meta["maximum"])
         elif kind is float:

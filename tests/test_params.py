@@ -66,6 +66,21 @@ def test_tiled_takes_the_booleans_of_earlier_versions():
         HiresParams.from_mapping({"tiled": 1})
 
 
+def test_passes_take_auto_as_the_word_for_0_and_the_infotext_writes_it():
+    params = HiresParams.from_mapping({"enabled": True, "passes": "auto"})
+    assert params.passes == 0
+    assert params.infotext_fields()["Hires upscale passes"] == "auto"
+    assert HiresParams.from_infotext_fields({"Hires upscale passes": "auto"}).passes == 0
+    assert HiresParams.from_infotext_fields({"Hires upscale passes": "0"}).passes == 0  # earlier infotexts
+    assert HiresParams.from_mapping({"enabled": True, "passes": 2}).infotext_fields()["Hires upscale passes"] == "2"
+    jsonschema.validate({"passes": "auto"}, json_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"passes": "twice"}, json_schema())
+    with pytest.raises(ParamsError, match=r"passes: 'twice' is not allowed; expected an integer from 0 to 4 "
+                                          r"\(0 = auto: .*\), or 'auto'"):
+        HiresParams.from_mapping({"passes": "twice"})
+
+
 def test_upscaler_kinds():
     assert upscaler_kind("4x-UltraSharp") == "model"
     assert upscaler_kind("R-ESRGAN 4x+ Anime6B") == "model"
