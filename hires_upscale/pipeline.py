@@ -19,7 +19,17 @@ from .colorfix import color_fix
 from .errors import Interrupted
 from .images import notices
 from .params import HiresParams
-from .plan import COLOR_FIX, REACHED_FROM_KEY, REACHED_TO_KEY, SECOND_PASS, SHARPEN, UPSCALE, Plan, make_plan
+from .plan import (
+    COLOR_FIX,
+    PASS_BEGINS,
+    REACHED_FROM_KEY,
+    REACHED_TO_KEY,
+    SECOND_PASS,
+    SHARPEN,
+    UPSCALE,
+    Plan,
+    make_plan,
+)
 from .resolution import SNAP_MULTIPLE, apply_fit
 from .sharpen import sharpen
 from .upscaler import ImageUpscaler, LanczosUpscaler
@@ -176,6 +186,8 @@ class Pipeline:
         finished_pass = [(result.image, len(result.stages)) for result in results]
         try:
             for step in plan.pass_plans:
+                if plan.passes:
+                    report(PASS_BEGINS, step.pass_number, step.pass_count)
                 self._pass(results, step, report, stop)
                 finished_pass = [(result.image, len(result.stages)) for result in results]
             if SHARPEN in plan.stages:

@@ -12,6 +12,13 @@ from .params import HiresParams, UpscalerKind
 from .resolution import DEFAULT_MAX_PIXELS, SNAP_MULTIPLE, ModelFamily, ResizePlan, Size, family, plan_resize
 
 UPSCALE, SECOND_PASS, COLOR_FIX, SHARPEN = "upscale", "second pass", "color fix", "sharpen"
+#: Not a stage: the progress event that a progressive run's pass `done` of `total` begins.
+PASS_BEGINS = "pass"
+
+
+def pass_label(number: int, count: int) -> str:
+    """What progress texts put before a stage of pass `number` of `count` ("pass 2/2: "); nothing in one pass."""
+    return f"pass {number}/{count}: " if count > 1 else ""
 #: Infotext keys of the sizes a result was upscaled from and to.
 REACHED_FROM_KEY, REACHED_TO_KEY = "Hires upscale from", "Hires upscale to"
 
@@ -53,6 +60,10 @@ class Plan:
     def second_pass(self) -> bool:
         """Denoise 0 means "upscale only"."""
         return self.params.denoise > 0
+
+    @property
+    def pass_label(self) -> str:
+        return pass_label(self.pass_number, self.pass_count)
 
     @property
     def pass_plans(self) -> tuple[Plan, ...]:

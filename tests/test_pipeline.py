@@ -16,7 +16,7 @@ from PIL import Image, ImageFilter, ImageStat
 from hires_upscale.errors import Interrupted
 from hires_upscale.params import HiresParams
 from hires_upscale.pipeline import COLOR_FIX, SECOND_PASS, SHARPEN, UPSCALE, Pipeline
-from hires_upscale.plan import Plan
+from hires_upscale.plan import PASS_BEGINS, Plan
 from hires_upscale.upscaler import load_model, resolve_upscaler
 
 
@@ -243,7 +243,11 @@ def test_a_4x_target_in_auto_passes_runs_2x_then_2x_each_an_upscale_and_a_second
     assert [(p.source, p.target, p.pass_number, p.pass_count) for p in plan.passes] == [
         ((64, 64), (128, 128), 1, 2), ((128, 128), (256, 256), 2, 2)]
     assert not [a for a in plan.advice if a.code == "large_pass_scale"]  # 2x per pass: nothing to warn of
-    result = pipeline.run_batch([noise_image(64, 64)], plan)[0]
+    seen = []
+    result = pipeline.run_batch([noise_image(64, 64)], plan, progress=lambda *event: seen.append(event))[0]
+    assert [e for e in seen if e[0] == PASS_BEGINS] == [(PASS_BEGINS, 1, 2), (PASS_BEGINS, 2, 2)]
+    first, second = (i for i, event in enumerate(seen) if event[0] == PASS_BEGINS)
+    assert first == 0 and COLOR_FIX in [event[0] for event in seen[first:second]]  # pass 1 ends, then pass 2
     assert [size for size, _ in backend.calls] == [(128, 128), (256, 256)]
     assert result.image.size == (256, 256) and result.stages == [UPSCALE, SECOND_PASS, COLOR_FIX] * 2
     assert result.infotext_fields["Hires upscale to"] == "256x256"

@@ -338,8 +338,7 @@ class WebUIBackend:
         img2img.scripts = first.scripts if first.scripts is not None else carried.empty_runner()
         img2img.script_args = first.script_args
         compat.add_job()
-        which = f"pass {plan.pass_number}/{plan.pass_count}: " if plan.pass_count > 1 else ""
-        compat.report_progress(f"Hires upscale: {which}second pass, {img2img.steps} steps at {width}x{height}"
+        compat.report_progress(f"Hires upscale: {plan.pass_label}second pass, {img2img.steps} steps at {width}x{height}"
                                + (f", {len(images)} images" if len(images) > 1 else "")
                                + (", tiled" if tiled else ""))
         with ExitStack() as installed:

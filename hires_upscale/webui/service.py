@@ -24,7 +24,7 @@ from ..infotext import parse_parameters, with_fields
 from ..lowvram import TilingPolicy
 from ..params import SCRIPT_FIELDS, HiresParams
 from ..pipeline import COLOR_FIX, SHARPEN, UPSCALE, NamedResult, Pipeline, Result
-from ..plan import REACHED_FROM_KEY, REACHED_TO_KEY, make_plan
+from ..plan import PASS_BEGINS, REACHED_FROM_KEY, REACHED_TO_KEY, make_plan, pass_label
 from . import compat, outputs
 from .backend import Generation, WebUIBackend, check_modules, checkpoint_override
 from .upscalers import check_upscaler, default_upscaler, engine_settings, upscaler_for
@@ -69,17 +69,25 @@ def params_from_args(args: Sequence[Any]) -> HiresParams:
     return HiresParams.from_mapping(values)
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    """Name the stage in the WebUI's progress text; the upscale stage is one job of the bar."""
-    if stage == UPSCALE:
-        compat.report_progress(f"Hires upscale: upscaling {done}/{total} tile{'s' if total > 1 else ''}",
-                               done, total)
-        if done == total:
-            compat.next_job()
-    elif stage == COLOR_FIX:
-        compat.report_progress("Hires upscale: color fix")
-    elif stage == SHARPEN:
-        compat.report_progress("Hires upscale: sharpening")
+class _StageProgress:
+    """Names the stage in the WebUI's progress text, with the pass of a progressive run ("pass 2/2:
+    upscaling 3/9 tiles"); the upscale stage is one job of the bar. The second pass names itself."""
+
+    def __init__(self) -> None:
+        self.which = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage == PASS_BEGINS:
+            self.which = pass_label(done, total)
+        elif stage == UPSCALE:
+            compat.report_progress(f"Hires upscale: {self.which}upscaling {done}/{total} "
+                                   f"tile{'s' if total > 1 else ''}", done, total)
+            if done == total:
+                compat.next_job()
+        elif stage == COLOR_FIX:
+            compat.report_progress(f"Hires upscale: {self.which}color fix")
+        elif stage == SHARPEN:
+            compat.report_progress("Hires upscale: sharpening")
 
 
 # -- images the WebUI just made -------------------------------------------------
@@ -162,7 +170,7 @@ def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresPar
                 outputs.save_first_pass(p, image, index)
         plan = pipeline.plan(images[0], params, first_pass_steps=p.steps)
         _count_upscale_jobs(plan.stages, len(images))
-        return pipeline.run_batch(images, plan, progress=_progress, should_stop=compat.should_stop)
+        return pipeline.run_batch(images, plan, progress=_StageProgress(), should_stop=compat.should_stop)
     except Exception as error:
         # A bug of ours, or of the host inside our pass, must not cost the user the first pass's
         # images nor hide why they stayed small: the console gets the traceback, the images the reason.
@@ -263,7 +271,7 @@ def upscale_existing(image: Image.Image, params: HiresParams, tiling: TilingPoli
     try:
         plan = pipeline.plan(image, params, first_pass_steps=info.steps)
         _count_upscale_jobs(plan.stages, 1)
-        result = pipeline.run_batch([image], plan, progress=_progress, should_stop=compat.should_stop)[0]
+        result = pipeline.run_batch([image], plan, progress=_StageProgress(), should_stop=compat.should_stop)[0]
     finally:
         compat.report_progress(None)
     infotext = with_fields(original, result_fields(result))
