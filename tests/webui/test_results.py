@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
 from harness import BROKEN_HOST_UPSCALER, decode, webui_png
 from PIL import Image
 from test_second_pass import RECORDER, infotext, pixels
-from test_webui import BASE, script_args, txt2img
+from test_webui import BASE, script_args, txt2img, txt2img_watching_progress
 
 from benchmarks.colorfix import coarse_psnr, fine_correlation
 from hires_upscale.infotext import parse_parameters
@@ -149,21 +147,13 @@ def test_progress_names_each_pass_and_an_interrupt_in_pass_2_keeps_pass_1(webui)
     """64 -> 256 in `passes: 2`: the progress text says which pass runs, and the interrupt pressed at pass
     2's first sampling step gives back pass 1's whole result (upscaled, second pass, color fix), said so."""
     webui.inject({"kind": "interrupt", "stage": "sampling", "min_pixels": 256 * 256})  # pass 2 only
-    replies, seen = [], set()
     body = {**BASE, "alwayson_scripts": {"hires upscale": {"args": with_upscaler("Lanczos", scale=4, passes=2,
                                                                                  hires_steps=6)}}}
-    worker = threading.Thread(target=lambda: replies.append(webui.post("/sdapi/v1/txt2img", body)))
-    worker.start()
-    while worker.is_alive():
-        text = webui.get("/sdapi/v1/progress?skip_current_image=true").json().get("textinfo")
-        if text:
-            seen.add(text)
-        time.sleep(0.1)
-    assert replies and replies[0].status == 200, (replies and replies[0].body, webui.log_tail())
+    reply, seen = txt2img_watching_progress(webui, body)
     assert webui.faults_left() == []
     assert any(t.startswith("Hires upscale: pass 1/2: second pass, 6 steps at 128x128") for t in seen), seen
     assert any(t.startswith("Hires upscale: pass 2/2: second pass, 6 steps at 256x256") for t in seen), seen
-    result = replies[0].json()
+    result = reply.json()
     assert decode(result["images"][0]).size == (128, 128)
     fields = infotext(result).fields
     assert fields["Hires upscale interrupted"] == "after pass 1/2" and fields["Hires upscale to"] == "128x128"

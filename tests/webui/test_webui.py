@@ -169,12 +169,12 @@ def test_interrupt_keeps_what_is_done_and_the_next_job_runs(webui):
     assert decode(after["images"][0]).size == (128, 128)
 
 
-def test_progress_names_our_stages(webui):
+def txt2img_watching_progress(webui, body: dict):
+    """A txt2img and every progress text seen while it ran."""
     import threading
     import time
 
     replies, seen = [], set()
-    body = {**BASE, "alwayson_scripts": {"hires upscale": {"args": script_args(hires_steps=4)}}}
     worker = threading.Thread(target=lambda: replies.append(webui.post("/sdapi/v1/txt2img", body)))
     worker.start()
     while worker.is_alive():
@@ -182,5 +182,11 @@ def test_progress_names_our_stages(webui):
         if text:
             seen.add(text)
         time.sleep(0.1)
-    assert replies[0].status == 200
+    assert replies and replies[0].status == 200, (replies and replies[0].body, webui.log_tail())
+    return replies[0], seen
+
+
+def test_progress_names_our_stages(webui):
+    body = {**BASE, "alwayson_scripts": {"hires upscale": {"args": script_args(hires_steps=4)}}}
+    _reply, seen = txt2img_watching_progress(webui, body)
     assert any(t.startswith("Hires upscale: second pass, 4 steps at 128x128") for t in seen), seen
