@@ -34,7 +34,8 @@ from .resolution import SNAP_MULTIPLE, apply_fit
 from .sharpen import sharpen
 from .upscaler import ImageUpscaler, LanczosUpscaler
 
-#: progress(stage, done, total), stage one of STAGES
+#: progress(stage, done, total), stage one of STAGES; (PASS_BEGINS, n, count) before pass n of a
+#: progressive run
 Progress = Callable[[str, int, int], None]
 ShouldStop = Callable[[], bool]
 

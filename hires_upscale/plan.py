@@ -15,12 +15,13 @@ UPSCALE, SECOND_PASS, COLOR_FIX, SHARPEN = "upscale", "second pass", "color fix"
 #: Not a stage: the progress event that a progressive run's pass `done` of `total` begins.
 PASS_BEGINS = "pass"
 
+#: Infotext keys of the sizes a result was upscaled from and to.
+REACHED_FROM_KEY, REACHED_TO_KEY = "Hires upscale from", "Hires upscale to"
+
 
 def pass_label(number: int, count: int) -> str:
     """What progress texts put before a stage of pass `number` of `count` ("pass 2/2: "); nothing in one pass."""
     return f"pass {number}/{count}: " if count > 1 else ""
-#: Infotext keys of the sizes a result was upscaled from and to.
-REACHED_FROM_KEY, REACHED_TO_KEY = "Hires upscale from", "Hires upscale to"
 
 
 @dataclass(frozen=True)
