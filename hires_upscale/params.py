@@ -491,13 +491,14 @@ def json_schema() -> dict[str, Any]:
         prop: dict[str, Any] = {"description": meta["help"], "default": spec.default}
         if kind is bool:
             prop["type"] = "boolean"
-        elif kind is int and _word_aliases(spec):
-            prop["anyOf"] = [{"type": "integer", "minimum": meta["minimum"], "maximum": meta["maximum"]},
-                             {"type": "string", "enum": list(_word_aliases(spec))}]
-        elif kind is int:
-            prop.update(type="integer", minimum=meta["minimum"], maximum=meta["maximum"])
-        elif kind is float:
-            prop.update(type="number", minimum=meta["minimum"], maximum=meta["maximum"])
+        elif kind in (int, float):
+            number = {"type": "integer" if kind is int else "number", "minimum": meta["minimum"],
+                      "maximum": meta["maximum"]}
+            words = list(_word_aliases(spec))
+            if words:
+                prop["anyOf"] = [number, {"type": "string", "enum": words}]
+            else:
+                prop.update(number)
         elif kind is tuple:
             prop.update(type="array", items={"type": "string", "minLength": 1}, maxItems=MAX_MODULES,
                         default=list(spec.default))
