@@ -1,9 +1,9 @@
 // sd-webui-hires-upscale: live hints in the page.
 //
 // As the user moves sliders or types, the accordion shows the final size, the tile grid in
-// tiled mode and the same warnings the core's advice gives: the rules are data from
-// GET /hires-upscale/v1/options (hires_upscale/advice.py), evaluated here with the same
-// meaning. The size logic mirrors hires_upscale/resolution.py; tests/test_page_logic.py
+// tiled mode and the same warnings the core's advice gives: the rules are data
+// (hires_upscale/advice.py) that come with the page (HU.readOptions), evaluated here with
+// the same meaning. The size logic mirrors hires_upscale/resolution.py; tests/test_page_logic.py
 // checks both give the same answers on shared vectors.
 (function (root) {
     "use strict";
@@ -240,8 +240,30 @@
         return [readNumber(tab + "_width") || 512, readNumber(tab + "_height") || 512];
     }
 
+    // The page's data (hires_upscale/webui/service.py page_options) comes with the page, in a hidden
+    // text box of each accordion that Gradio fills again each time the page loads: no API call, so
+    // the hints work under --api-auth, behind --gradio-auth and under --subpath alike.
+    HU.readOptions = function () {
+        for (const tab of ["txt2img", "img2img"]) {
+            const box = element("hires_upscale_" + tab + "_page_options");
+            const input = box && box.querySelector("textarea, input");
+            const text = input ? input.value : "";
+            if (!text) continue;
+            if (text !== HU.optionsText) {
+                try {
+                    HU.options = JSON.parse(text);
+                    HU.optionsText = text;
+                } catch (error) {
+                    console.warn("sd-webui-hires-upscale: the page's data is not JSON:", error);
+                }
+            }
+            break;
+        }
+        return HU.options || null;
+    };
+
     HU.render = function (tab) {
-        const options = HU.options;
+        const options = HU.readOptions();
         const target = element("hires_upscale_" + tab + "_advice");
         if (!options || !target) return;
         const p = readParams(tab);
@@ -309,7 +331,9 @@
         // controls are on screen: a closed accordion or another tab costs nothing.
         let last = "";
         const refresh = function () {
-            const key = JSON.stringify([readParams(tab), readSource(tab), readNumber(tab + "_steps")]);
+            HU.readOptions();
+            const key = JSON.stringify([readParams(tab), readSource(tab), readNumber(tab + "_steps"),
+                HU.optionsText && HU.optionsText.length]);
             if (key !== last) {
                 last = key;
                 HU.render(tab);
@@ -345,16 +369,24 @@
     HU.watching = {};
 
     HU.start = function () {
-        fetch("./hires-upscale/v1/options").then((r) => r.json()).then((options) => {
-            HU.options = options;
+        let tries = 0;
+        const begin = function () {
+            const options = HU.readOptions();
+            if (!options) {
+                tries += 1;
+                if (tries === 240) console.warn("sd-webui-hires-upscale: no live hints yet: the page's data has not come");
+                setTimeout(begin, 250);
+                return;
+            }
             HU.addHints(options.hints);
             HU.attach("txt2img");
             HU.attach("img2img");
-        }).catch((error) => console.warn("sd-webui-hires-upscale: no live hints:", error));
+        };
+        begin();
     };
 
     // Hover hints through the WebUI's own `titles` table (javascript/hints.js), keyed by label text;
-    // labels and hints are the parameters' own metadata (GET options: "hints").
+    // labels and hints are the parameters' own metadata (the page's data: "hints").
     HU.addHints = function (hints) {
         if (typeof titles === "undefined") return;
         for (const [label, hint] of Object.entries(hints || {})) {

@@ -5,8 +5,8 @@ import functools
 from modules import script_callbacks, scripts
 
 from hires_upscale.lowvram import TilingPolicy
-from hires_upscale.webui import compat, service, ui, upscalers
-from hires_upscale.webui.api import build_router
+from hires_upscale.webui import compat, service, startup, ui, upscalers
+from hires_upscale.webui.api import routers
 from hires_upscale.webui.auth import basic_auth_dependencies
 
 #: When second passes run tiled, and the sizes that ran out of memory: one for this WebUI session,
@@ -44,16 +44,23 @@ class HiresUpscaleScript(scripts.Script):
         service.finish(p)
 
 
-def _register_routes(demo, app) -> None:
-    # Like the WebUI's own API: the POST route only with --api (or --nowebui), behind --api-auth.
-    router = build_router(service.WebUIApiHost(TILING), include_upscale=compat.api_enabled(),
-                          dependencies=basic_auth_dependencies(compat.cmd_option("api_auth")))
-    app.include_router(router)
+@startup.guarded("adding the routes under /hires-upscale/v1/", "they answer 404")
+def _add_routes(demo, app) -> None:
+    # Like the WebUI's own API: only with --api (or --nowebui), every route behind --api-auth. The page
+    # needs none of them (its data comes with the page: ui.page_options_box).
+    if compat.api_enabled():
+        startup.add_routes(app, routers(service.WebUIApiHost(TILING),
+                                        basic_auth_dependencies(compat.cmd_option("api_auth"))))
 
 
-upscalers.serve_host_upscalers()
+_serve_host_upscalers = startup.guarded(
+    "serving the WebUI's own upscalers with this extension's engine",
+    "they run the WebUI's own code (setting \"Serve the WebUI's own ... upscalers\")")(upscalers.serve_host_upscalers)
+_serve_host_upscalers()
 # again once every script has loaded: a built-in extension's upscaler class (SwinIR's) may load later
-script_callbacks.on_app_started(lambda *_: upscalers.serve_host_upscalers())
-script_callbacks.on_app_started(_register_routes)
-script_callbacks.on_ui_tabs(functools.partial(ui.build_tab, TILING))
-script_callbacks.on_ui_settings(ui.add_settings)
+script_callbacks.on_app_started(lambda *_: _serve_host_upscalers())
+script_callbacks.on_app_started(_add_routes)
+script_callbacks.on_ui_tabs(startup.guarded("building the Hires upscale tab", "the tab is missing")(
+    functools.partial(ui.build_tab, TILING)))
+script_callbacks.on_ui_settings(startup.guarded("adding the Hires upscale settings",
+                                                "some of its settings are missing")(ui.add_settings))

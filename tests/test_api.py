@@ -147,14 +147,60 @@ def test_oversized_bodies_are_413_before_parsing(client, monkeypatch):
     assert reply.status_code == 413 and "at most 1,000" in reply.text
 
 
-@pytest.mark.reliability(area="API", tried="POST upscale without --api",
-                         expected="the route does not exist (404/405)")
-def test_without_the_api_flag_only_options_exist(tmp_path):
+@pytest.mark.reliability(area="API", tried="both routes under --api-auth: no, wrong and right credentials, "
+                         "a password with ':' and non-ASCII text",
+                         expected="401 with WWW-Authenticate: Basic on both routes; served with the right ones")
+def test_api_auth_guards_every_route(tmp_path):
+    from hires_upscale.webui.auth import basic_auth_dependencies
+
     app = FastAPI()
-    app.include_router(api.build_router(CoreHost(tmp_path), include_upscale=False))
+    app.include_router(api.build_router(CoreHost(tmp_path), basic_auth_dependencies("alice:s3:cret,bob:pw")))
     client = TestClient(app)
-    assert client.get("/hires-upscale/v1/options").status_code == 200
-    assert client.post("/hires-upscale/v1/upscale", json={}).status_code in (404, 405)
+    body = {"images": [b64png(noise_image(8, 8))]}
+    # non-ASCII credentials are refused by FastAPI's HTTPBasic before our check, on the host's routes too
+    for auth in (None, ("alice", "wrong"), ("mallory", "pw"), ("alice", "s3:cr\u00e9t")):
+        for reply in (client.get("/hires-upscale/v1/options", auth=auth),
+                      client.post("/hires-upscale/v1/upscale", json=body, auth=auth)):
+            assert reply.status_code == 401, (auth, reply.text)
+            assert reply.headers["www-authenticate"] == "Basic"
+    for auth in (("alice", "s3:cret"), ("bob", "pw")):
+        assert client.get("/hires-upscale/v1/options", auth=auth).status_code == 200
+        assert client.post("/hires-upscale/v1/upscale", json=body, auth=auth).status_code == 200
+
+
+@pytest.mark.reliability(area="API", tried="one route that cannot be added at start (injected)",
+                         expected="the other route works; the console says which failed and what to do")
+def test_a_route_that_cannot_be_added_leaves_the_other(tmp_path, capsys):
+    from hires_upscale.webui.startup import add_routes
+
+    routers = api.routers(CoreHost(tmp_path))
+
+    def broken():
+        raise NameError("name 'HTTPBasicCredentials' is not defined")  # what FastAPI 0.94 raised in v0.x
+
+    app = FastAPI()
+    added = add_routes(app, {**routers, api.OPTIONS_ROUTE: broken})
+    assert added == [api.UPSCALE_ROUTE]
+    client = TestClient(app)
+    assert client.get("/hires-upscale/v1/options").status_code == 404
+    reply = client.post("/hires-upscale/v1/upscale", json={"images": [b64png(noise_image(8, 8))]})
+    assert reply.status_code == 200, reply.text
+    said = capsys.readouterr().err
+    assert said.startswith(f"*** sd-webui-hires-upscale: adding the route {api.OPTIONS_ROUTE} failed, "
+                           f"so {api.OPTIONS_ROUTE} answers 404.")
+    assert "update the extension" in said
+    assert "NameError: name 'HTTPBasicCredentials' is not defined" in said  # with its traceback
+
+
+def test_a_callback_that_fails_is_said_and_returns_nothing(capsys):
+    from hires_upscale.webui.startup import guarded
+
+    @guarded("building the Hires upscale tab", "the tab is missing")
+    def build_tab():
+        raise RuntimeError("gradio changed")
+
+    assert build_tab() is None
+    assert "building the Hires upscale tab failed, so the tab is missing" in capsys.readouterr().err
 
 
 @pytest.mark.reliability(area="API", tried="an animated GIF and a PNG whose text is over Pillow's limits",

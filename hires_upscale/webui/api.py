@@ -23,9 +23,12 @@ from typing import Any, Protocol
 
 import anyio
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..errors import (
@@ -288,33 +291,77 @@ def _png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def build_router(host: ApiHost, *, include_upscale: bool = True, dependencies: list[Any] | None = None) -> APIRouter:
-    """The routes. `include_upscale` False leaves only `options` (the page reads it); `dependencies`
-    guard the upscale route (the WebUI's --api-auth)."""
-    router = APIRouter(prefix=PREFIX, tags=["Hires upscale"])
+#: The routes, each added on its own (`routers`): one that cannot be added leaves the other.
+OPTIONS_ROUTE = f"GET {PREFIX}/options"
+UPSCALE_ROUTE = f"POST {PREFIX}/upscale"
 
-    @router.get("/options")
-    def options() -> dict[str, Any]:
-        """Upscalers, presets, defaults, limits, the parameters' JSON schema and the advice rules."""
-        return host.options()
 
-    if not include_upscale:
+class HeadersKeptRoute(APIRoute):
+    """A route that answers an HTTP error carrying headers itself, headers included: the 401 of
+    --api-auth with its `WWW-Authenticate`, which a client needs to offer credentials. A1111's API
+    gives every error that reaches the app an answer of its own shape and drops the headers (its
+    own routes' 401s lack the header there); Forge's keeps them."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handle = super().get_route_handler()
+
+        async def answer(request: Request) -> Any:
+            try:
+                return await handle(request)
+            except StarletteHTTPException as error:
+                if not error.headers:
+                    raise
+                return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+        return answer
+
+
+def routers(host: ApiHost, dependencies: list[Any] | None = None) -> dict[str, Callable[[], APIRouter]]:
+    """Each route's router, built when called, by the route's name. `dependencies` guard every
+    route, as the WebUI's --api-auth guards every route of its own API."""
+    guards = list(dependencies or [])
+
+    def new_router() -> APIRouter:
+        return APIRouter(prefix=PREFIX, tags=["Hires upscale"], dependencies=guards, route_class=HeadersKeptRoute)
+
+    def options_router() -> APIRouter:
+        router = new_router()
+
+        @router.get("/options")
+        def options() -> dict[str, Any]:
+            """Upscalers, presets, defaults, limits, the parameters' JSON schema and the advice rules."""
+            return host.options()
+
         return router
 
-    body = {"required": True, "content": {"application/json": {"schema": request_schema()}}}
-    refusals: dict[int | str, dict[str, Any]] = {
-        413: {"description": f"The body is over {MAX_BODY_BYTES:,} bytes."},
-        422: {"description": "A bad request; `detail[].loc` names the field."},
-        424: {"description": "The upscaler's model or the second pass failed; `detail[].type` says which."},
-        507: {"description": "Out of device memory; `detail[].msg` says what to change."},
-    }
+    def upscale_router() -> APIRouter:
+        router = new_router()
+        body = {"required": True, "content": {"application/json": {"schema": request_schema()}}}
+        refusals: dict[int | str, dict[str, Any]] = {
+            413: {"description": f"The body is over {MAX_BODY_BYTES:,} bytes."},
+            422: {"description": "A bad request; `detail[].loc` names the field."},
+            424: {"description": "The upscaler's model or the second pass failed; `detail[].type` says which."},
+            507: {"description": "Out of device memory; `detail[].msg` says what to change."},
+        }
+        if guards:
+            refusals[401] = {"description": "No or wrong credentials (the WebUI's --api-auth)."}
 
-    @router.post("/upscale", response_model=UpscaleResponse, dependencies=dependencies or [],
-                 openapi_extra={"requestBody": body}, responses=refusals)
-    async def upscale(request: Request) -> UpscaleResponse:
-        """Hires-upscale existing images: upscale, img2img second pass with each image's own prompt
-        and seed (from its PNG info), optional sharpen."""
-        data = await _read_body(request)
-        return await _in_thread_watching_client(request, _upscale, host, data)
+        @router.post("/upscale", response_model=UpscaleResponse, openapi_extra={"requestBody": body},
+                     responses=refusals)
+        async def upscale(request: Request) -> UpscaleResponse:
+            """Hires-upscale existing images: upscale, img2img second pass with each image's own prompt
+            and seed (from its PNG info), optional sharpen."""
+            data = await _read_body(request)
+            return await _in_thread_watching_client(request, _upscale, host, data)
 
+        return router
+
+    return {OPTIONS_ROUTE: options_router, UPSCALE_ROUTE: upscale_router}
+
+
+def build_router(host: ApiHost, dependencies: list[Any] | None = None) -> APIRouter:
+    """Every route on one router (tests, and apps that add them all at once)."""
+    router = APIRouter()
+    for build in routers(host, dependencies).values():
+        router.include_router(build())
     return router

@@ -305,6 +305,30 @@ def upscale_folder(input_folder: str, output_folder: str, params: HiresParams,
     yield from upscale_files(image_files(source), target, params, tiling, existing="skip")
 
 
+def page_options() -> dict[str, Any]:
+    """What the page's live hints need (javascript/hires_upscale.js): sent with the page itself
+    (`ui.page_options_box`), so they need neither the API nor its credentials. Also in GET options."""
+    from ..advice import MAX_STEPS_RATIO, rules_as_data
+    from ..params import hover_hints, upscaler_kind
+    from ..resolution import FAMILIES, PRESETS
+    from ..upscaler import activation_bytes_per_pixel
+    from .upscalers import upscaler_choices
+
+    return {
+        "upscaler_kinds": {name: upscaler_kind(name) for name in upscaler_choices()},
+        # the loaded checkpoint's family; asking must not load one
+        "model_family": compat.model_family_loaded(),
+        "families": {name: {"name": name, "base": f.base, "comfortable_pixels": f.comfortable_pixels,
+                            "max_steps_ratio": MAX_STEPS_RATIO} for name, f in FAMILIES.items()},
+        "presets": {family: [p.as_dict() for p in presets] for family, presets in PRESETS.items()},
+        "advice_rules": rules_as_data(),
+        "hints": hover_hints(),
+        # for the page's memory estimate of a tile of a 4x model, in this WebUI's precision
+        "tile_bytes_per_pixel": activation_bytes_per_pixel(
+            4, 4 if engine_settings(HiresParams())["precision"] == "fp32" else 2),
+    }
+
+
 class WebUIApiHost:
     """What the HTTP routes need from the WebUI (see `api.ApiHost`)."""
 
@@ -313,19 +337,15 @@ class WebUIApiHost:
 
     def options(self) -> dict[str, Any]:
         from .. import __version__
-        from ..advice import MAX_STEPS_RATIO, rules_as_data
         from ..images import MAX_INPUT_PIXELS
-        from ..params import MAX_MODULES, hover_hints, json_schema, upscaler_kind
-        from ..resolution import DEFAULT_MAX_PIXELS, FAMILIES, PRESETS
-        from ..upscaler import activation_bytes_per_pixel
+        from ..params import MAX_MODULES, json_schema
+        from ..resolution import DEFAULT_MAX_PIXELS
         from .api import MAX_IMAGES
         from .upscalers import engine_upscalers, upscaler_choices
 
-        upscalers = upscaler_choices()
         return {
             "version": __version__,
-            "upscalers": upscalers,
-            "upscaler_kinds": {name: upscaler_kind(name) for name in upscalers},
+            "upscalers": upscaler_choices(),
             # the model upscalers whose local file our engine runs; other model upscalers run the
             # WebUI's own code (LDSR, ScuNET, a model it still has to download)
             "engine_upscalers": engine_upscalers(),
@@ -333,21 +353,12 @@ class WebUIApiHost:
             # what `modules` may name: the WebUI's VAE files (Forge: also its text encoders), and how many
             "modules": compat.module_names(),
             "max_modules": MAX_MODULES if compat.several_modules() else 1,
-            # the loaded checkpoint's family; asking must not load one
-            "model_family": compat.model_family_loaded(),
-            "families": {name: {"name": name, "base": f.base, "comfortable_pixels": f.comfortable_pixels,
-                                "max_steps_ratio": MAX_STEPS_RATIO} for name, f in FAMILIES.items()},
-            "presets": {family: [p.as_dict() for p in presets] for family, presets in PRESETS.items()},
+            **page_options(),
             "defaults": base_params({}).as_dict(),
             "script_args": list(SCRIPT_FIELDS),
             "limits": {"max_output_pixels": DEFAULT_MAX_PIXELS, "max_input_pixels": MAX_INPUT_PIXELS,
                        "max_images_per_request": MAX_IMAGES},
             "schema": json_schema(),
-            "advice_rules": rules_as_data(),
-            "hints": hover_hints(),
-            # for the page's memory estimate of a tile of a 4x model, in this WebUI's precision
-            "tile_bytes_per_pixel": activation_bytes_per_pixel(
-                4, 4 if engine_settings(HiresParams())["precision"] == "fp32" else 2),
         }
 
     def base_params(self, overrides: dict[str, Any]) -> HiresParams:

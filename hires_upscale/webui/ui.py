@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import html
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,13 @@ from ..params import BUILT_IN_MODULES, SCRIPT_FIELDS, HiresParams
 from ..plan import make_plan
 from ..resolution import PRESETS
 from . import carried, compat, outputs
-from .service import SAME, SAME_WHEN_EMPTY, base_params, upscale_files, upscale_folder
+from .service import SAME, SAME_WHEN_EMPTY, base_params, page_options, upscale_files, upscale_folder
 from .upscalers import default_upscaler, upscaler_choices
 
 PRESET_NAMES = list(dict.fromkeys(p.name for presets in PRESETS.values() for p in presets))
 _FIELDS = {spec.name: spec for spec in dataclasses.fields(HiresParams)}
 #: Controls whose hint is shown under them; every control also has it as its hover hint (the page's
-#: `titles` table, filled from GET options' `hints`).
+#: `titles` table, filled from `service.page_options`' `hints`).
 SHOWN_HINTS = {"upscaler", "denoise", "hires_steps", "tiled", "sharpen", "color_fix"}
 #: Text fields that take a line or more of prompt.
 PROMPT_FIELDS = {"prompt", "negative_prompt"}
@@ -82,6 +83,13 @@ def _preview(params: HiresParams) -> str:
         return advice_html([], str(error))
     (w, h), (tw, th) = plan.source, plan.target
     return f"<p class='hires-upscale-size'>{w}x{h} → {tw}x{th}</p>" + advice_html(plan.advice)
+
+
+def page_options_box(elem_id: str) -> Any:
+    """The page's data (`service.page_options`) as a hidden text box in the page, made again each time
+    the page loads (a callable value): it comes through Gradio like the page itself, behind the UI's
+    login (--gradio-auth) and under --subpath, and needs no API route nor its --api-auth credentials."""
+    return gr.Textbox(value=lambda: json.dumps(page_options()), visible=False, elem_id=elem_id)
 
 
 def module_choices() -> list[str]:
@@ -163,6 +171,7 @@ class AccordionUI:
                 add("sharpen_strength", visible=False)
             _overrides(add, "Second pass overrides", self._id("overrides"))
             gr.HTML(_preview(HiresParams(upscaler=c["upscaler"].value)), elem_id=self._id("advice"))
+            page_options_box(self._id("page_options"))
 
         refresh.click(fn=self._refresh, inputs=[], outputs=[c["upscaler"], c["checkpoint"], c["modules"]])
         # Controls that do not apply stay hidden (also after a paste, which fires .change).

@@ -4,39 +4,11 @@
 // warning, types 1000 as width and expects 1024, switches to the dark theme, then generates
 // once at 64x64 with the accordion on and expects a 128x128 image in the gallery. Screenshots
 // go to OUTDIR. Prints one JSON line with what it saw; exits non-zero on the first failure.
-import { chromium } from "playwright-core";
+import { launch, open, pick, setNumber } from "./lib.mjs";
 
 const [url, out] = process.argv.slice(2);
 const seen = {};
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", "--no-first-run", "--disable-quic"],
-});
-
-// Gradio 3.41 (A1111) marks a dropdown's options li[data-value]; Gradio 4 (Forge) li[role=option]
-// with the choice as aria-label.
-async function pick(page, id, value) {
-    await page.locator(`#${id} input`).first().click();
-    await page.locator(`#${id} li[data-value="${value}"], #${id} li[role=option][aria-label="${value}"]`)
-        .first().click();
-}
-
-// Ready when our script has attached to the accordion (javascript/hires_upscale.js sets the mark
-// after the page's UI is loaded and our options came back). Never "networkidle": Gradio 4 keeps a
-// /heartbeat stream open, so the network is never idle there.
-async function open(page, address) {
-    await page.goto(address, { waitUntil: "domcontentloaded", timeout: 180000 });
-    const accordion = page.locator("#hires_upscale_txt2img_enabled[data-hires-upscale-attached]");
-    await accordion.waitFor({ timeout: 180000 });
-    return accordion;
-}
-
-async function setNumber(page, id, value) {
-    const input = page.locator(`#${id} input[type=number]`).first();
-    await input.fill(String(value));
-    await input.press("Tab");
-}
+const browser = await launch();
 
 try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });

@@ -24,8 +24,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -309,6 +309,11 @@ def inverted_vae(checkpoint: Path, path: Path) -> Path:
     return path
 
 
+def basic_auth(user: str, password: str) -> str:
+    """The Authorization header of HTTP basic authentication."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def image_b64(image: Image.Image, **png) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", **png)
@@ -337,10 +342,16 @@ def decode(data: str) -> Image.Image:
     return image
 
 
+def _lowered(headers) -> dict[str, str]:
+    return {key.lower(): value for key, value in headers.items()}
+
+
 @dataclass
 class Response:
     status: int
     body: object
+    #: by lower-case name
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self):
         return self.body
@@ -349,9 +360,16 @@ class Response:
 class WebUI:
     """One running WebUI; `post`/`get` talk to it."""
 
-    def __init__(self, checkout: Checkout | Path, workdir: Path, extra_models: dict[str, object] | None = None) -> None:
+    def __init__(self, checkout: Checkout | Path, workdir: Path, extra_models: dict[str, object] | None = None, *,
+                 flags: Sequence[str] = (), without: Sequence[str] = (),
+                 api_auth: tuple[str, str] | None = None) -> None:
         """`checkout`: the WebUI to run (a bare root is taken for the host its files say it is).
-        `extra_models`: more upscaler models (name -> torch module) for the ESRGAN folder."""
+        `extra_models`: more upscaler models (name -> torch module) for the ESRGAN folder.
+        `flags`: more command-line flags (e.g. --api-auth, --subpath); `without`: host CPU flags left
+        out (e.g. --api); `api_auth`: the user and password our requests send (--api-auth)."""
+        self.flags = list(flags)
+        self.without = set(without)
+        self.api_auth = api_auth
         if not isinstance(checkout, Checkout):
             checkout = Checkout(next(h for h in HOSTS if h.is_one(Path(checkout))), Path(checkout))
         self.checkout = checkout
@@ -418,7 +436,7 @@ class WebUI:
         (scunet / f"{BROKEN_HOST_UPSCALER}.pth").write_bytes(b"not a model: the download was cut short")
         for _attempt in range(3):
             if self.launch(env, ckpt.parent):
-                if not (self.root / "models" / "VAE-approx" / "model.pt").is_file():
+                if self.serves_api and not (self.root / "models" / "VAE-approx" / "model.pt").is_file():
                     # Live previews (Approx NN) of SD1.5 download this file on first use, offline here:
                     # A1111 ships it, reForge main only SDXL's.
                     self.post("/sdapi/v1/options", {"live_previews_enable": False})
@@ -428,15 +446,20 @@ class WebUI:
             self.url = f"http://127.0.0.1:{self.port}"
         raise RuntimeError(f"the WebUI found no free port three times:\n{self.log_tail()}")
 
+    @property
+    def serves_api(self) -> bool:
+        return "--api" in self.host.cpu_flags and "--api" not in self.without
+
     def model_path(self, entry: FamilyModel) -> Path:
         folder = self.esrgan_dir if entry.folder == "ESRGAN" else self.data_dir / "models" / entry.folder
         return folder / entry.file
 
     def launch(self, env: dict[str, str], ckpt_dir: Path) -> bool:
         """Start the WebUI and wait until it answers; False when its port was taken meanwhile."""
-        command = [str(self.checkout.python), "launch.py", *self.host.cpu_flags, "--port", str(self.port),
+        command = [str(self.checkout.python), "launch.py",
+                   *(flag for flag in self.host.cpu_flags if flag not in self.without), "--port", str(self.port),
                    "--data-dir", str(self.data_dir), "--ckpt-dir", str(ckpt_dir),
-                   "--esrgan-models-path", str(self.esrgan_dir), *self.host.launch_args(self.root)]
+                   "--esrgan-models-path", str(self.esrgan_dir), *self.host.launch_args(self.root), *self.flags]
         log = open(self.log_path, "w")  # noqa: SIM115 - the server writes to it while it runs
         self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -446,13 +469,15 @@ class WebUI:
                 if "Cannot find empty port" in self.log_tail(200):
                     return False
                 raise RuntimeError(f"the WebUI exited with {self.process.returncode}:\n{self.log_tail()}")
-            # No request before the WebUI prints that it is up: one that reaches A1111's app while it still
-            # adds its API middleware makes it fail ("Cannot add middleware after an application has
-            # started"), and Forge answers its API a moment before its scripts' default args are ready.
+            # No request before the WebUI prints that it is up (after every app_started callback, ours
+            # included): one that reaches A1111's app while it still adds its API middleware makes it
+            # fail ("Cannot add middleware after an application has started"), and Forge answers its
+            # API a moment before its scripts' default args are ready. Then any answer will do (a
+            # WebUI without --api has no route of ours).
             if self.started():
                 try:
-                    if self.get("/hires-upscale/v1/options").status == 200:
-                        return True
+                    self.get("/hires-upscale/v1/options")
+                    return True
                 except OSError:
                     pass
             time.sleep(1)
@@ -512,26 +537,31 @@ class WebUI:
             return "(no log)"
 
     def _request(self, method: str, path: str, body: object | None = None, raw: bytes | None = None,
-                 timeout: float = 900) -> Response:
+                 timeout: float = 900, auth: tuple[str, str] | None | bool = True) -> Response:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        credentials = self.api_auth if auth is True else auth or None
+        if credentials is not None:
+            headers["Authorization"] = basic_auth(*credentials)
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as reply:
-                return Response(reply.status, json.loads(reply.read() or b"null"))
+                return Response(reply.status, json.loads(reply.read() or b"null"), _lowered(reply.headers))
         except urllib.error.HTTPError as error:
             text = error.read()
             try:
                 payload = json.loads(text)
             except ValueError:
                 payload = text.decode(errors="replace")
-            return Response(error.code, payload)
+            return Response(error.code, payload, _lowered(error.headers))
 
-    def get(self, path: str) -> Response:
-        return self._request("GET", path, timeout=30)
+    def get(self, path: str, *, auth: tuple[str, str] | None | bool = True) -> Response:
+        """`auth`: True sends this WebUI's --api-auth credentials (if any), None none, a pair those."""
+        return self._request("GET", path, timeout=30, auth=auth)
 
-    def post(self, path: str, body: object | None = None, raw: bytes | None = None) -> Response:
-        return self._request("POST", path, body, raw)
+    def post(self, path: str, body: object | None = None, raw: bytes | None = None, *,
+             auth: tuple[str, str] | None | bool = True) -> Response:
+        return self._request("POST", path, body, raw, auth=auth)
 
 
 def serve(argv: list[str] | None = None) -> None:

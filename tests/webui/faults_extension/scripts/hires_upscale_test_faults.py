@@ -10,12 +10,17 @@ file, or an empty list, it does nothing. Each fault fires `times` times (default
   does, where a decode's memory peaks, when its input has at least N pixels.
 - {"kind": "interrupt", "stage": "sampling", "min_pixels": N}: the WebUI's interrupt is
   pressed at the first sampling step of a picture of at least N pixels.
+- {"kind": "raise", "stage": "module.name.function"}: that function of sd-webui-hires-upscale
+  raises when called (replaced before the UI is built, so a test starting a WebUI with the fault
+  armed sees a part of the extension fail at start, e.g. "hires_upscale.webui.compat.add_option").
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -73,5 +78,31 @@ def on_cfg_denoiser(params) -> None:
         shared.state.interrupt()
 
 
+def _arm_raises() -> None:
+    """Replace each function named by a "raise" fault with one that raises while the fault has times left."""
+    try:
+        faults = json.loads(FAULTS.read_text())
+    except (OSError, ValueError):
+        return
+    for fault in faults:
+        if fault["kind"] != "raise":
+            continue
+        module_name, _, name = fault["stage"].rpartition(".")
+        module = sys.modules[module_name]
+        original = getattr(module, name)
+        if getattr(original, "_hires_upscale_test_fault", False):
+            continue
+
+        @functools.wraps(original)
+        def failing(*args, _original=original, _stage=fault["stage"], **kwargs):
+            if _take("raise", _stage, 0):
+                raise RuntimeError(f"injected by the hires-upscale tests: {_stage} fails")
+            return _original(*args, **kwargs)
+
+        failing._hires_upscale_test_fault = True
+        setattr(module, name, failing)
+
+
+script_callbacks.on_before_ui(_arm_raises)
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
 script_callbacks.on_model_loaded(_install)

@@ -6,7 +6,9 @@ HIRES_UPSCALE_TEST_RECORD. Its one argument is a text tag. Every hook call appen
 (inner: the processing is our second pass; tome: the token merging A1111 has applied to the loaded
 model, None where it keeps no such mark, as Forge); every checkpoint load appends
 {"hook": "model_loaded", "checkpoint": title}; every INFO-or-worse line of the extension's
-"hires_upscale" logger appends {"hook": "log", "level", "message"} (what its engine said it loaded).
+"hires_upscale" logger appends {"hook": "log", "level", "message"} (what its engine said it loaded);
+every job the WebUI's state begins or ends appends {"hook": "job_begin" | "job_end", "job", "time"}
+(time.monotonic(): whether two jobs overlapped).
 
 A tag "cfg=X" sets the CFG scale of the img2img jobs it runs in to X (only there, so the
 first pass stays as it was): a test sees whether the second pass ran with this extension
@@ -18,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 
 import gradio as gr
 from modules import script_callbacks, scripts, shared
@@ -75,11 +79,32 @@ def _model_loaded(model) -> None:
 script_callbacks.on_model_loaded(_model_loaded)
 
 
-class _Recorded(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        _append({"hook": "log", "level": record.levelname, "message": record.getMessage()})
+def _timed(hook: str, method):
+    def run(*args, **kwargs):
+        if hook == "job_end":
+            _append({"hook": hook, "job": shared.state.job, "time": time.monotonic(),
+                     "thread": threading.get_ident()})
+        result = method(*args, **kwargs)
+        if hook == "job_begin":
+            _append({"hook": hook, "job": shared.state.job, "time": time.monotonic(),
+                     "thread": threading.get_ident()})
+        return result
+
+    return run
 
 
+shared.state.begin = _timed("job_begin", shared.state.begin)
+shared.state.end = _timed("job_end", shared.state.end)
+
+
+def _recorded(record: logging.LogRecord) -> bool:
+    _append({"hook": "log", "level": record.levelname, "message": record.getMessage()})
+    return True
+
+
+# A filter, not a handler: a handler on the logger would keep its warnings from the console on hosts that
+# configure no logging (Python's last-resort handler prints them only where no handler exists), unlike
+# a user's WebUI, where this extension is not.
 _logger = logging.getLogger("hires_upscale")
 _logger.setLevel(logging.INFO)
-_logger.addHandler(_Recorded())
+_logger.addFilter(_recorded)
