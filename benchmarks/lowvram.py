@@ -5,7 +5,7 @@
 SD1.5's VAE and UNet (diffusers modules, random weights, seeded so every process
 builds the same ones) at each size: VAE encode of a picture, `--steps` UNet calls
 with conditioning for a batch of cond + uncond, VAE decode of one fixed latent.
-"full" runs them as they are, "tiled" inside hires_upscale.lowvram's wrappers with
+"full" runs them as they are, "tiled" inside hires_upscale.tiled_vae's and tiled_unet's wrappers with
 its default tiles. Each variant runs in a process of its own, so its peak memory
 is its own: the working memory above the weights, CUDA's max allocated on a GPU,
 the resident size sampled every 2 ms on the CPU.
@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.report import publish  # noqa: E402
-from hires_upscale.lowvram import VAE_FACTOR  # noqa: E402
+from hires_upscale.memory import VAE_FACTOR  # noqa: E402
 
 VARIANTS = ("full", "tiled")
 #: SD1.5's VAE and UNet, as diffusers configures them
@@ -114,7 +114,9 @@ def worker(spec: dict) -> dict:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from hires_upscale.lowvram import TileSettings, tiled_model_call, tiled_vae
+    from hires_upscale.memory import TileSettings
+    from hires_upscale.tiled_unet import tiled_model_call
+    from hires_upscale.tiled_vae import tiled_vae
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -195,7 +197,8 @@ def seam_score(image: np.ndarray, edges: list[int], axis: int) -> float:
 
 def tile_edges(size: int) -> list[int]:
     """Pixel positions of the tiled decode's tile edges (the grid is the same on both axes)."""
-    from hires_upscale.lowvram import TileSettings, fitted_grid
+    from hires_upscale.memory import TileSettings
+    from hires_upscale.tiling import fitted_grid
 
     settings = TileSettings()
     grid = fitted_grid(size // VAE_FACTOR, size // VAE_FACTOR, settings.vae_tile, settings.vae_overlap)

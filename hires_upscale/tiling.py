@@ -154,3 +154,19 @@ def run_tiled(
             on_tile(min(start + batch_size, len(tiles)), len(tiles))
     assert out is not None  # a grid has at least one tile
     return out / norm
+
+
+def fitted_grid(width: int, height: int, max_tile: int, overlap: int) -> Grid:
+    """The fewest tiles of at most `max_tile` that cover the latent, each as small as that count
+    allows: a 128-wide latent in tiles of up to 96 becomes 2 tiles of 72, not 2 of 96 (1.27x the
+    work of one frame instead of 2.25x)."""
+    overlap = min(overlap, max_tile - 1)
+
+    def side(length: int) -> int:
+        if length <= max_tile:
+            return length
+        count = math.ceil((length - overlap) / (max_tile - overlap))
+        return math.ceil((length - overlap) / count) + overlap
+
+    tile = max(side(width), side(height))
+    return make_grid(width, height, tile, min(overlap, tile - 1))

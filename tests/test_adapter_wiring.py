@@ -12,52 +12,32 @@ import sys
 import types
 
 import pytest
+import standin_webui
 from conftest import noise_image
 from PIL import Image
 
 from hires_upscale.errors import Interrupted, UpscalerFailed
 
 
-class State:
-    interrupted = skipped = stopping_generation = False
-
-
 @pytest.fixture
 def adapter(monkeypatch, tmp_path):
-    """hires_upscale.webui.compat and .upscalers imported against stand-in WebUI modules, with a
-    stand-in ESRGAN upscaler class whose `do_upscale` doubles the image (its "WebUI code")."""
-    shared = types.SimpleNamespace(opts=types.SimpleNamespace(hires_upscale_serve_webui=True),
-                                   cmd_opts=types.SimpleNamespace(), state=State(), sd_upscalers=[])
+    """The adapter imported against the stand-in WebUI (tests/standin_webui.py), with a stand-in
+    ESRGAN upscaler class whose `do_upscale` doubles the image (its "WebUI code")."""
+    webui = standin_webui.install(monkeypatch, tmp_path)
+    webui.shared.opts.hires_upscale_serve_webui = True
 
-    class Script:
-        pass
-
-    class Upscaler:
-        pass
-
-    class UpscalerESRGAN(Upscaler):
+    class UpscalerESRGAN(webui.modules["modules.upscaler"].Upscaler):
         calls = 0
 
         def do_upscale(self, img, selected_model):
             UpscalerESRGAN.calls += 1
             return img.resize((img.width * 2, img.height * 2))
 
-    modules = types.ModuleType("modules")
-    fakes = {"modules": modules, "modules.shared": shared, "modules.processing": types.ModuleType("processing"),
-             "modules.scripts": types.SimpleNamespace(Script=Script),
-             "modules.upscaler": types.SimpleNamespace(Upscaler=Upscaler)}
-    for name, module in fakes.items():
-        monkeypatch.setitem(sys.modules, name, module)
-        if name != "modules":
-            setattr(modules, name.split(".")[1], module)
-    for name in ("hires_upscale.webui.compat", "hires_upscale.webui.upscalers"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    upscalers = importlib.import_module("hires_upscale.webui.upscalers")
     model = tmp_path / "4x-Test.pth"
     model.write_bytes(b"weights")
-    yield types.SimpleNamespace(upscalers=upscalers, shared=shared, esrgan=UpscalerESRGAN, model=str(model))
-    for name in ("hires_upscale.webui.compat", "hires_upscale.webui.upscalers"):
-        sys.modules.pop(name, None)  # nobody else may see the stand-in WebUI
+    upscalers = importlib.import_module("hires_upscale.webui.upscalers")
+    yield types.SimpleNamespace(upscalers=upscalers, shared=webui.shared, esrgan=UpscalerESRGAN, model=str(model))
+    standin_webui.forget_adapter()
 
 
 def serve(adapter, engine):
@@ -134,50 +114,53 @@ def test_an_interrupt_stops_a_webui_upscaler_between_its_steps(adapter):
 
 
 @pytest.fixture
-def backend(adapter):
-    """hires_upscale.webui.backend on the stand-in WebUI, forgotten afterwards."""
-    yield importlib.import_module("hires_upscale.webui.backend")
-    sys.modules.pop("hires_upscale.webui.backend", None)  # it holds the stand-in WebUI
+def hosts(adapter):
+    return importlib.import_module("hires_upscale.webui.hosts")
 
 
-def test_forges_per_row_options_follow_tiles_stacked_k_deep(backend):
+def test_forges_per_row_options_follow_tiles_stacked_k_deep(hosts):
     """cond_or_uncond per chunk, cond_mark and row indices per row: k tiles of 2 rows are 2k rows."""
     import torch
 
     options = {"cond_or_uncond": [0, 1], "cond_mark": torch.tensor([0.0, 1.0]), "cond_indices": [0],
                "uncond_indices": [1], "sigmas": torch.tensor([3.0])}
-    tiled = backend._forge_options_for(options, 3, 2)
+    tiled = hosts._forge_options_for(options, 3, 2)
     assert tiled["cond_or_uncond"] == [0, 1] * 3
     assert tiled["cond_mark"].tolist() == [0.0, 1.0] * 3
     assert (tiled["cond_indices"], tiled["uncond_indices"]) == ([0, 2, 4], [1, 3, 5])
     assert tiled["sigmas"] is options["sigmas"]  # per image: as Forge gives it
-    assert backend._forge_options_for(options, 1, 2) is options
+    assert hosts._forge_options_for(options, 1, 2) is options
 
 
-@pytest.mark.parametrize("several, known, fields, expected", [
-    (False, ["inverted.safetensors", "sdxl_vae.safetensors"], {"VAE": "inverted.safetensors"},
+@pytest.mark.parametrize("kind, known, fields, expected", [
+    ("a1111", ["inverted.safetensors", "sdxl_vae.safetensors"], {"VAE": "inverted.safetensors"},
      (("inverted.safetensors",), [])),
-    (False, ["inverted.safetensors"], {"VAE": "inverted.pt"}, (("inverted.safetensors",), [])),  # by its stem
-    (False, ["inverted.safetensors"], {"VAE": "gone.pt"}, ((), ["gone.pt"])),
-    (False, ["inverted.safetensors"], {"Module 1": "inverted"}, ((), [])),  # A1111 takes a VAE, not Forge's list
-    (False, ["inverted.safetensors"], {}, ((), [])),  # none named: the WebUI's setting stays
-    (True, ["ae.safetensors", "clip_l.safetensors", "t5xxl.gguf"],
+    ("a1111", ["inverted.safetensors"], {"VAE": "inverted.pt"}, (("inverted.safetensors",), [])),  # by its stem
+    ("a1111", ["inverted.safetensors"], {"VAE": "gone.pt"}, ((), ["gone.pt"])),
+    ("a1111", ["inverted.safetensors"], {"Module 1": "inverted"}, ((), [])),  # A1111 takes a VAE, not Forge's list
+    ("a1111", ["inverted.safetensors"], {}, ((), [])),  # none named: the WebUI's setting stays
+    ("forge", ["ae.safetensors", "clip_l.safetensors", "t5xxl.gguf"],
      {"Module 10": "t5xxl", "Module 2": "clip_l", "Module 1": "ae", "VAE": "other.pt"},
      (("ae.safetensors", "clip_l.safetensors", "t5xxl.gguf"), [])),  # in Forge's order, by number
-    (True, ["ae.safetensors"], {"VAE": "ae.safetensors"}, (("ae.safetensors",), [])),  # an A1111 image in Forge
+    ("forge", ["ae.safetensors"], {"VAE": "ae.safetensors"}, (("ae.safetensors",), [])),  # an A1111 image in Forge
 ])
-def test_an_images_own_vae_and_text_encoders_are_found_by_the_names_each_host_writes(
-        backend, monkeypatch, several, known, fields, expected):
-    monkeypatch.setattr(backend.compat, "several_modules", lambda: several)
-    monkeypatch.setattr(backend.compat, "module_names", lambda: known)
-    assert backend.image_modules(fields) == expected
+def test_an_images_own_vae_and_text_encoders_are_found_by_the_names_each_host_writes(hosts, kind, known, fields,
+                                                                                      expected):
+    host = hosts.ForgeHost() if kind == "forge" else hosts.A1111Host()
+    host.module_files = lambda: {name: f"/models/{name}" for name in known}
+    backend = importlib.import_module("hires_upscale.webui.backend")
+    assert backend.image_modules(fields, host) == expected
 
 
-def test_only_the_older_forge_design_refuses_a_hires_vae(adapter, monkeypatch):
-    compat = adapter.upscalers.compat
-    assert compat.modules_unsupported() is None  # A1111: no modules_forge at all
+def test_the_host_is_told_from_its_own_modules_forge_first(hosts, monkeypatch):
+    assert hosts.detect().kind == "a1111"  # no modules_forge at all
     older_forge = types.ModuleType("modules_forge")
     older_forge.forge_loader = types.ModuleType("modules_forge.forge_loader")
     monkeypatch.setitem(sys.modules, "modules_forge", older_forge)
     monkeypatch.setitem(sys.modules, "modules_forge.forge_loader", older_forge.forge_loader)
-    assert "keeps a VAE once loaded" in compat.modules_unsupported()
+    reforge = hosts.detect()
+    assert reforge.kind == "reforge" and "keeps a VAE once loaded" in reforge.modules_refused
+    assert "does not tile" in reforge.cannot_tile(object())
+    older_forge.main_entry = types.ModuleType("modules_forge.main_entry")  # Forge has both; it is Forge
+    monkeypatch.setitem(sys.modules, "modules_forge.main_entry", older_forge.main_entry)
+    assert hosts.detect().kind == "forge"

@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from modules import processing, shared
 from PIL import Image, ImageColor
 
 from ..advice import Advice
 from ..errors import FieldError, Interrupted, OutOfMemory, ParamsError, SecondPassFailed, is_out_of_memory
 from ..infotext import GenerationInfo
-from ..lowvram import MemoryFacts, TileSettings, TilingPolicy, UNetTiler, tiled_unet, tiled_vae
+from ..memory import Attempt, MemoryFacts, TileSettings, TilingPolicy
 from ..params import BUILT_IN_MODULES, HiresParams
 from ..plan import Plan
-from . import carried, compat
+from . import carried, compat, progress
+from .hosts import Host
+from .job import HiresJob, mark_inner
+from .outputs import data_path
 
 log = logging.getLogger("hires_upscale")
+
+
+@dataclass(frozen=True)
+class Session:
+    """One WebUI session's host and tiling policy: made once by the script file at start, handed to
+    the hooks, the tab and the routes."""
+
+    host: Host
+    tiling: TilingPolicy = field(default_factory=TilingPolicy)
 
 
 @dataclass
@@ -52,17 +64,18 @@ class Generation:
     notes: tuple[Advice, ...] = ()
 
     @classmethod
-    def of_images(cls, p: Any, indices: list[int], params: HiresParams) -> list[Generation]:
+    def of_images(cls, p: Any, indices: Sequence[int], job: HiresJob, host: Host) -> list[Generation]:
         """Images `indices` of a job, sharing one runner of the first pass's extensions."""
-        scripts = carried.second_pass_runner(p.scripts, str(compat.opt(carried.KEPT_OUT_OPTION,
-                                                                       carried.DEFAULT_KEPT_OUT)))
-        return [cls.from_processing(p, index, params, scripts) for index in indices]
+        setting = str(getattr(shared.opts, carried.KEPT_OUT_OPTION, carried.DEFAULT_KEPT_OUT))
+        scripts = carried.second_pass_runner(p.scripts, setting)
+        return [cls.from_processing(p, index, job, host, scripts) for index in indices]
 
     @classmethod
-    def from_processing(cls, p: Any, index: int, params: HiresParams, scripts: Any) -> Generation:
+    def from_processing(cls, p: Any, index: int, job: HiresJob, host: Host, scripts: Any) -> Generation:
         """Image `index` of a job: its prompt (LoRA tags and styles included), seed and settings,
-        with the hires overrides of `params`; `scripts` runs its extensions in the second pass."""
-        refiner = getattr(p, "_hires_upscale_refiner", None) or (None, None)
+        with the hires overrides of the job's parameters; `scripts` runs its extensions in the pass."""
+        params = job.params
+        refiner, switch_at = job.refiner or (None, None)
         return cls(
             prompt=params.second_pass_prompt(p.all_prompts[index]),
             negative_prompt=params.second_pass_negative_prompt(p.all_negative_prompts[index]),
@@ -73,19 +86,19 @@ class Generation:
             scheduler=getattr(p, "scheduler", None),
             cfg_scale=params.second_pass_cfg_scale(p.cfg_scale),
             steps=p.steps,
-            override_settings={**_kept_settings(getattr(p, "override_settings", None) or {}, params),
+            override_settings={**_kept_settings(getattr(p, "override_settings", None) or {}, params, host),
                                **checkpoint_override(params)},
             outpath_samples=p.outpath_samples,
             scripts=scripts,
             script_args=list(p.script_args or []),
-            refiner_checkpoint=refiner[0],
-            refiner_switch_at=refiner[1],
+            refiner_checkpoint=refiner,
+            refiner_switch_at=switch_at,
             is_api=bool(getattr(p, "is_api", False)),
             modules=params.modules,
         )
 
     @classmethod
-    def from_info(cls, info: GenerationInfo, params: HiresParams) -> Generation:
+    def from_info(cls, info: GenerationInfo, params: HiresParams, host: Host) -> Generation:
         """From an image's PNG info, with the hires overrides of `params`."""
         if not info.prompt and not info.fields:
             raise ParamsError([FieldError("image", "no PNG info", "an image made by the WebUI (its parameters "
@@ -94,25 +107,24 @@ class Generation:
         override_settings: dict[str, Any] = {}
         notes: list[Advice] = []
         if "Model" in fields and not params.checkpoint:
-            title = compat.find_checkpoint(fields["Model"])
+            title = find_checkpoint(fields["Model"])
             if title is None:
                 notes.append(Advice("image_checkpoint_missing", "warning", "checkpoint",
                                     f"The image's checkpoint {fields['Model']} is not here: the second pass ran "
-                                    f"with the WebUI's, {compat.opt('sd_model_checkpoint', '(none)')}."))
+                                    f"with the WebUI's, {getattr(shared.opts, 'sd_model_checkpoint', '(none)')}."))
             else:
                 override_settings["sd_model_checkpoint"] = title
         if _number(fields, "Clip skip", int, 0):
             override_settings["CLIP_stop_at_last_layers"] = _number(fields, "Clip skip", int, 1)
         override_settings.update(checkpoint_override(params))
-        check_modules(params)
+        check_modules(params, host)
         modules = params.modules
         if not modules:
-            modules, missing = image_modules(fields)
-            unsupported = compat.modules_unsupported()
-            if unsupported and modules:
+            modules, missing = image_modules(fields, host)
+            if host.modules_refused and modules:
                 notes.append(Advice("image_modules_unsupported", "warning", "modules",
                                     f"The image's VAE / text encoder {', '.join(modules)} was not used: "
-                                    f"{unsupported}; the second pass ran with the WebUI's setting."))
+                                    f"{host.modules_refused}; the second pass ran with the WebUI's setting."))
                 modules = ()
             if missing:
                 notes.append(Advice("image_modules_missing", "warning", "modules",
@@ -136,35 +148,65 @@ class Generation:
         )
 
 
+def find_checkpoint(name: str) -> str | None:
+    """The title of the checkpoint a name (an infotext's "Model", a title, a file name) means, if
+    this WebUI has it."""
+    from modules import sd_models
+
+    info = sd_models.get_closet_checkpoint_match(name)
+    return info.title if info is not None else None
+
+
+def checkpoint_titles() -> list[str]:
+    from modules import sd_models
+
+    return sorted(info.title for info in sd_models.checkpoints_list.values())
+
+
 def checkpoint_override(params: HiresParams) -> dict[str, str]:
     """The WebUI setting that loads the hires checkpoint for the pass; none when it is the same."""
     if not params.checkpoint:
         return {}
-    title = compat.find_checkpoint(params.checkpoint)
+    title = find_checkpoint(params.checkpoint)
     if title is None:
         raise ParamsError([FieldError("checkpoint", params.checkpoint,
                                       "empty (the same as the first pass) or one of the WebUI's checkpoints: "
-                                      + ", ".join(compat.checkpoint_titles()))])
+                                      + ", ".join(checkpoint_titles()))])
     return {"sd_model_checkpoint": title}
 
 
-#: Forge names each module of an image's pass in its PNG info as "Module 1", "Module 2"...
-_MODULE_KEY = re.compile(r"Module (\d+)")
+def loaded_model() -> Any:
+    """The loaded model, or None: unlike `shared.sd_model`, asking never loads a checkpoint."""
+    from modules import sd_models
+
+    return getattr(getattr(sd_models, "model_data", None), "sd_model", None)
 
 
-def image_modules(fields: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]]:
-    """The VAE / text-encoder files an image's PNG info names, as this WebUI's file names, and the
-    names it does not have. A1111 writes its VAE's file name ("VAE"); Forge the stem of each module
-    ("Module N"). An image that names none gives none: the pass keeps the WebUI's setting."""
-    numbered = sorted((int(m.group(1)), value) for key, value in fields.items() if (m := _MODULE_KEY.fullmatch(key)))
-    named = [value for _, value in numbered] if compat.several_modules() and numbered else []
-    if not named and fields.get("VAE"):
-        named = [fields["VAE"]]
-    known = compat.module_names()
+def loaded_checkpoint() -> Any:
+    """The checkpoint (its info) the WebUI has loaded now."""
+    return getattr(shared.sd_model, "sd_checkpoint_info", None)
+
+
+@contextmanager
+def first_pass_checkpoint_kept(host: Host) -> Iterator[None]:
+    """Whatever the passes inside load (a hires checkpoint, a refiner, an image's own), the
+    checkpoint loaded before is loaded again afterwards, also after an error or an interrupt."""
+    before = loaded_checkpoint()
+    try:
+        yield
+    finally:
+        host.load_checkpoint_back(before)
+
+
+def image_modules(fields: Mapping[str, str], host: Host) -> tuple[tuple[str, ...], list[str]]:
+    """The VAE / text-encoder files an image's PNG info names (`host.image_module_names`), as this WebUI's
+    file names, and the names it does not have. An image that names none gives none: the pass keeps the
+    WebUI's setting."""
+    known = host.module_files()
     by_stem = {os.path.splitext(name)[0]: name for name in known}
     found: list[str] = []
     missing: list[str] = []
-    for name in named:
+    for name in host.image_module_names(fields):
         match = name if name in known else by_stem.get(name) or by_stem.get(os.path.splitext(name)[0])
         if match is None:
             missing.append(name)
@@ -173,19 +215,18 @@ def image_modules(fields: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]
     return tuple(dict.fromkeys(found)), missing
 
 
-def check_modules(params: HiresParams) -> None:
+def check_modules(params: HiresParams, host: Host) -> None:
     """Refuse VAE / text-encoder files this WebUI does not have, or more than it takes."""
     if not params.modules:
         return
-    unsupported = compat.modules_unsupported()
-    if unsupported:
-        raise ParamsError([FieldError("modules", list(params.modules), f"[] here: {unsupported}")])
+    if host.modules_refused:
+        raise ParamsError([FieldError("modules", list(params.modules), f"[] here: {host.modules_refused}")])
     if params.modules == (BUILT_IN_MODULES,):
         return
-    known = compat.module_names()
+    known = sorted(host.module_files())
     unknown = [name for name in params.modules if name not in known]
-    several = compat.several_modules()
-    if unknown or (len(params.modules) > 1 and not several):
+    several = host.max_modules > 1
+    if unknown or len(params.modules) > host.max_modules:
         what = "file names" if several else "one file name (this WebUI takes a single VAE)"
         raise ParamsError([FieldError("modules", list(params.modules),
                                       f"[] (the same as the first pass), [{BUILT_IN_MODULES!r}] or {what} from "
@@ -193,12 +234,12 @@ def check_modules(params: HiresParams) -> None:
                                       + (", ".join(known) or "(there are none)"))])
 
 
-def _kept_settings(settings: dict[str, Any], params: HiresParams) -> dict[str, Any]:
+def _kept_settings(settings: dict[str, Any], params: HiresParams, host: Host) -> dict[str, Any]:
     """The first pass's setting overrides for the second pass, less its VAE / text encoders where
-    the pass has its own (`compat.second_pass_modules` sets those; an override would win)."""
+    the pass has its own (`host.second_pass_modules` sets those; an override would win)."""
     if not params.modules:
         return dict(settings)
-    return {key: value for key, value in settings.items() if key not in compat.MODULE_SETTINGS}
+    return {key: value for key, value in settings.items() if key != host.module_setting}
 
 
 def _number(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
@@ -212,23 +253,25 @@ def _number(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
 class WebUIBackend:
     """The second pass as a WebUI img2img job (same prompt, seed and model; exact hires steps).
 
-    `generations[n]` is what image n of `second_pass` repeats of its first pass; `tiling` decides
-    when the pass runs tiled (the WebUI session's one policy). A hires checkpoint stays loaded after
-    the pass: the caller loads the first pass's back once its images are done
-    (`compat.first_pass_checkpoint_kept`), so a run of images loads it once, not once per image.
-    `outer` is the job whose images these are, if any: the nested pass leaves it as it was.
+    `generations[n]` is what image n of `second_pass` repeats of its first pass. A hires checkpoint
+    stays loaded after the pass: the caller loads the first pass's back once its images are done
+    (`first_pass_checkpoint_kept`), so a run of images loads it once, not once per image. `outer`
+    is the job whose images these are, if any: the nested pass leaves it as it was.
     """
 
-    def __init__(self, generations: list[Generation], tiling: TilingPolicy, outer: Any = None) -> None:
+    def __init__(self, generations: list[Generation], session: Session, outer: Any = None) -> None:
         self.generations = generations
-        self.tiling = tiling
+        self.session = session
         self.outer = outer
-        self.model_family = compat.model_family()
+
+    @property
+    def model_family(self) -> str:
+        return self.session.host.model_family(shared.sd_model)
 
     @property
     def background(self) -> str:
         """What the pipeline flattens transparency onto before img2img: the WebUI's own setting."""
-        color = str(compat.opt("img2img_background_color", "#ffffff") or "#ffffff")
+        color = str(getattr(shared.opts, "img2img_background_color", "#ffffff") or "#ffffff")
         try:
             ImageColor.getrgb(color)
         except ValueError:  # a hand-edited config must not break the run
@@ -239,134 +282,129 @@ class WebUIBackend:
         self, images: list[Image.Image], plan: Plan, *, progress: Callable[[int, int], None],
         should_stop: Callable[[], bool], notify: Callable[[Advice], None] = lambda advice: None,
     ) -> list[Image.Image]:
+        """Every image through the tiling policy's ladder: together where they fit, one at a time,
+        tiled, as it says, moving on after running out of memory."""
         if should_stop():
             raise Interrupted("stopped before the second pass")
         if len(images) != len(self.generations):
             raise ValueError(f"{len(images)} images for {len(self.generations)} generations")
         for note in dict.fromkeys(note for generation in self.generations for note in generation.notes):
             notify(note)
-        done = None
-        if self.tiling.batch_together(plan.params.tiled, plan.target, len(images), _memory()):
-            try:
-                done = self._pass(images, self.generations, plan, notify)
-            except OutOfMemory:
-                width, height = plan.target
-                notify(Advice("batch_after_oom", "warning", "second pass",
-                              f"The batch's second pass ran out of memory at {len(images)}x {width}x{height}; "
-                              "its images ran one at a time."))
-        if done is None:
-            done = [self._pass([image], [generation], plan, notify)[0]
-                    for image, generation in zip(images, self.generations, strict=True)]
+        tiling, host = self.session.tiling, self.session.host
+        ladder = tiling.ladder(plan.params.tiled, plan.target, len(images), _memory(),
+                               cannot_tile=host.cannot_tile(shared.sd_model))
+
+        def run(indices: Sequence[int], attempt: Attempt) -> list[Image.Image]:
+            return self._img2img([images[i] for i in indices], [self.generations[i] for i in indices], plan,
+                                 tiled=attempt.tiled, notify=notify)
+
+        def reached(attempt: Attempt) -> None:
+            log.warning("hires upscale: %s", attempt.after_failure)
+            notify(Advice(attempt.code, "warning", attempt.field, attempt.after_failure))
+
+        done = tiling.climb(ladder, len(images), run, reached)
         progress(1, 1)
         return done
 
-    def _pass(self, images: list[Image.Image], generations: list[Generation], plan: Plan,
-              notify: Callable[[Advice], None]) -> list[Image.Image]:
-        """One img2img over `images`, tiled where the policy says, again tiled after running out of
-        memory where it says so."""
-        mode = plan.params.tiled
-        width, height = plan.target
-        # a WebUI whose model this extension cannot tile (Forge) runs every pass untiled, said once
-        untileable = compat.tiling_targets(None)
-        untileable = untileable if isinstance(untileable, str) else None
-        tiled = self.tiling.tiled(mode, plan.target, len(images), _memory())
-        try:
-            processed = self._img2img(images, generations, plan, tiled=tiled, untileable=untileable, notify=notify)
-        except OutOfMemory:
-            if untileable or not self.tiling.retry_tiled(mode, plan.target, len(images), was_tiled=tiled):
-                raise
-            message = (f"The second pass ran out of memory at {width}x{height}; it ran again tiled (tiled VAE and "
-                       "UNet), and will start tiled at this size from now on.")
-            log.warning("hires upscale: %s", message)
-            notify(Advice("tiled_after_oom", "warning", "tiled", message))
-            processed = self._img2img(images, generations, plan, tiled=True, untileable=None, notify=notify)
-        if compat.should_stop():
-            # A sampler stopped mid-way leaves half-denoised images: keep the upscaled ones instead.
-            raise Interrupted("stopped during the second pass")
-        refiner = (getattr(processed, "extra_generation_params", None) or {}).get("Refiner")
-        if refiner:
-            setting = compat.opt("hires_fix_refiner_pass")
-            notify(Advice("refiner", "info", "second pass", f"The second pass switched to the refiner {refiner} "
-                          f"(\"Hires fix: which pass to enable refiner for\" is {setting})."))
-        if len(processed.images) < len(images):
-            raise SecondPassFailed(f"the WebUI's img2img returned {len(processed.images)} of {len(images)} images "
-                                   "(an extension running in the pass may have stopped it; see the console)")
-        # extensions may append their own pictures (ControlNet's detected maps) after ours
-        return processed.images[:len(images)]
-
     def _img2img(self, images: list[Image.Image], generations: list[Generation], plan: Plan, *, tiled: bool,
-                 untileable: str | None, notify: Callable[[Advice], None]) -> Any:
-        """One img2img job over `images`; `untileable` is why this WebUI's model cannot be tiled, if so."""
-        from modules import processing
-
-        first, params = generations[0], plan.params
+                 notify: Callable[[Advice], None]) -> list[Image.Image]:
+        """One img2img job over `images`; `OutOfMemory` when the host runs out of memory."""
+        img2img = _new_img2img(images, generations, plan)
         width, height = plan.target
-        latent = plan.upscaler_kind == "latent"
-        img2img = compat.make_img2img(
-            outpath_samples=first.outpath_samples,
-            prompt=_one_or_each([g.prompt for g in generations]),
-            negative_prompt=_one_or_each([g.negative_prompt for g in generations]),
-            styles=[],  # the prompts already carry the styles
-            seed=_one_or_each([g.seed for g in generations], distinct=True),
-            subseed=_one_or_each([g.subseed for g in generations], distinct=True),
-            subseed_strength=first.subseed_strength,
-            sampler_name=params.sampler or first.sampler_name,
-            scheduler=params.scheduler or first.scheduler,
-            cfg_scale=first.cfg_scale,
-            steps=plan.steps or first.steps,
-            width=width,
-            height=height,
-            init_images=images,
-            # 3 = the WebUI's "Just resize (latent upscale)": the image is encoded at its own size and
-            # the latent resized (here with the latent mode's own interpolation: `_latent_resized`).
-            resize_mode=3 if latent else 0,
-            denoising_strength=params.denoise,
-            batch_size=len(images),
-            n_iter=1,
-            do_not_save_samples=True,
-            do_not_save_grid=True,
-            refiner_checkpoint=first.refiner_checkpoint,
-            refiner_switch_at=first.refiner_switch_at,
-            # exactly `steps` steps, not steps x denoise
-            override_settings={**first.override_settings, "img2img_fix_steps": True},
-        )
-        img2img.is_api = first.is_api
-        # Both inner-pass marks: ours keeps this extension out, ADetailer's keeps ADetailer out
-        # should a user take it off the kept-out list.
-        img2img._hires_upscale_inner = True
-        img2img._ad_inner = True
-        img2img.scripts = first.scripts if first.scripts is not None else carried.empty_runner()
-        img2img.script_args = first.script_args
-        compat.add_job()
-        compat.report_progress(f"Hires upscale: {plan.pass_label}second pass, {img2img.steps} steps at {width}x{height}"
-                               + (f", {len(images)} images" if len(images) > 1 else "")
-                               + (", tiled" if tiled else ""))
+        progress.add_job()
+        progress.report(f"Hires upscale: {plan.pass_label}second pass, {img2img.steps} steps at {width}x{height}"
+                        + (f", {len(images)} images" if len(images) > 1 else "") + (", tiled" if tiled else ""))
+        host = self.session.host
         with ExitStack() as installed:
-            if latent:
-                _latent_resized(img2img, compat.latent_interpolation(params.upscaler))
-            if tiled:  # where `untileable`, the init says so in the result once
-                _tile_from_init(img2img, installed, TileSettings.for_tile_size(params.tile_size), notify)
-            installed.enter_context(compat.second_pass_modules(first.modules))
-            installed.enter_context(compat.outer_job_kept(self.outer, list(img2img.override_settings)))
+            tiling = TileSettings.for_tile_size(plan.params.tile_size) if tiled else None
+            latent = _latent_interpolation(plan.params.upscaler) if plan.upscaler_kind == "latent" else None
+            _prepare_init(img2img, installed, host, tiling, notify, latent=latent)
+            installed.enter_context(host.second_pass_modules(generations[0].modules))
+            installed.enter_context(_outer_job_kept(self.outer, list(img2img.override_settings), host))
             try:
-                return processing.process_images(img2img)
+                processed = processing.process_images(img2img)
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
-                compat.release_memory()  # before anything else runs, tiled or not
-                if untileable:
-                    remedy = f"set a smaller target (this extension cannot tile it here: {untileable})"
-                elif tiled:
-                    remedy = "even tiled: set a smaller tile size or a smaller target"
-                else:
-                    remedy = "set Tiled to auto or on, or a smaller target"
-                raise OutOfMemory("second pass", (width, height), remedy) from error
+                from modules import devices
+
+                devices.torch_gc()  # before anything else runs, tiled or not
+                raise OutOfMemory("second pass", (width, height), "") from error
             finally:
                 img2img.close()
+        return _images_of(processed, len(images), notify)
+
+
+def _new_img2img(images: list[Image.Image], generations: list[Generation], plan: Plan) -> Any:
+    """The nested img2img of `images`: each image's own prompt, seed and settings, the plan's size,
+    denoise and steps, exactly those steps, and this extension kept out of it."""
+    first, params = generations[0], plan.params
+    width, height = plan.target
+    img2img = compat.make_img2img(
+        outpath_samples=first.outpath_samples,
+        prompt=_one_or_each([g.prompt for g in generations]),
+        negative_prompt=_one_or_each([g.negative_prompt for g in generations]),
+        styles=[],  # the prompts already carry the styles
+        seed=_one_or_each([g.seed for g in generations], distinct=True),
+        subseed=_one_or_each([g.subseed for g in generations], distinct=True),
+        subseed_strength=first.subseed_strength,
+        sampler_name=params.sampler or first.sampler_name,
+        scheduler=params.scheduler or first.scheduler,
+        cfg_scale=first.cfg_scale,
+        steps=plan.steps or first.steps,
+        width=width,
+        height=height,
+        init_images=images,
+        # 3 = the WebUI's "Just resize (latent upscale)": the image is encoded at its own size and
+        # the latent resized (here with the latent mode's own interpolation: `_prepare_init`).
+        resize_mode=3 if plan.upscaler_kind == "latent" else 0,
+        denoising_strength=params.denoise,
+        batch_size=len(images),
+        n_iter=1,
+        do_not_save_samples=True,
+        do_not_save_grid=True,
+        refiner_checkpoint=first.refiner_checkpoint,
+        refiner_switch_at=first.refiner_switch_at,
+        # exactly `steps` steps, not steps x denoise
+        override_settings={**first.override_settings, "img2img_fix_steps": True},
+    )
+    img2img.is_api = first.is_api
+    mark_inner(img2img)
+    img2img.scripts = first.scripts if first.scripts is not None else carried.empty_runner()
+    img2img.script_args = first.script_args
+    return img2img
+
+
+def _images_of(processed: Any, count: int, notify: Callable[[Advice], None]) -> list[Image.Image]:
+    """The pass's images out of the host's result, or why there are none to keep."""
+    if progress.should_stop():
+        # A sampler stopped mid-way leaves half-denoised images: keep the upscaled ones instead.
+        raise Interrupted("stopped during the second pass")
+    refiner = (getattr(processed, "extra_generation_params", None) or {}).get("Refiner")
+    if refiner:
+        setting = getattr(shared.opts, "hires_fix_refiner_pass", None)
+        notify(Advice("refiner", "info", "second pass", f"The second pass switched to the refiner {refiner} "
+                      f"(\"Hires fix: which pass to enable refiner for\" is {setting})."))
+    if len(processed.images) < count:
+        raise SecondPassFailed(f"the WebUI's img2img returned {len(processed.images)} of {count} images "
+                               "(an extension running in the pass may have stopped it; see the console)")
+    # extensions may append their own pictures (ControlNet's detected maps) after ours
+    return processed.images[:count]
 
 
 def _memory() -> MemoryFacts:
-    return MemoryFacts(compat.free_gpu_memory(), compat.vae_dtype_bytes())
+    """Free device memory (None on the CPU or MPS: no reliable number) and the VAE's bytes per value."""
+    import torch
+    from modules import devices
+
+    device = getattr(devices, "device", None)
+    free: int | None = None
+    if getattr(device, "type", None) == "cuda" and torch.cuda.is_available():
+        available, _total = torch.cuda.mem_get_info(device)
+        # memory torch holds but does not use is free to us as well
+        free = int(available + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    dtype = torch.empty((), dtype=getattr(devices, "dtype_vae", torch.float32)).element_size()
+    return MemoryFacts(free, dtype)
 
 
 def _one_or_each(values: list[Any], *, distinct: bool = False) -> Any:
@@ -379,16 +417,27 @@ def _one_or_each(values: list[Any], *, distinct: bool = False) -> Any:
     return list(values)
 
 
-def _latent_resized(img2img: Any, interpolation: tuple[str, bool]) -> None:
-    """Resize the init latent with the latent mode's own interpolation, as the built-in Hires fix
-    does: img2img's "latent upscale" resize is bilinear whatever the mode. Its init runs at the
-    images' own size, so its resize is the identity, and the latent is resized here after it."""
-    import torch
+def _latent_interpolation(name: str) -> tuple[str, bool]:
+    """torch's interpolation mode and antialias flag of a WebUI latent mode, as its built-in Hires fix
+    resizes latents ("Latent (nearest-exact)" -> ("nearest-exact", False))."""
+    mode = (getattr(shared, "latent_upscale_modes", {}) or {}).get(name) or {}
+    return str(mode.get("mode", "bilinear")), bool(mode.get("antialias", False))
 
+
+def _prepare_init(img2img: Any, installed: ExitStack, host: Host, tiling: TileSettings | None,
+                  notify: Callable[[Advice], None], *, latent: tuple[str, bool] | None) -> None:
+    """Replace img2img's `init`, which runs once any checkpoint override has loaded the pass's model:
+    there the tiled pass is installed (until `installed` closes), and for a latent mode the latent is
+    resized with the mode's own interpolation, as the built-in Hires fix does (img2img's "latent
+    upscale" resize is bilinear whatever the mode): init then runs at the images' own size, so its
+    own resize is the identity."""
     init = img2img.init
-    mode, antialias = interpolation
 
-    def init_resized(*args: Any, **kwargs: Any) -> Any:
+    def init_prepared(*args: Any, **kwargs: Any) -> Any:
+        if tiling is not None:
+            _install_tiling(img2img, installed, host, tiling, notify)
+        if latent is None:
+            return init(*args, **kwargs)
         width, height = img2img.width, img2img.height
         source = img2img.init_images[0]
         img2img.width, img2img.height = source.width, source.height
@@ -396,98 +445,64 @@ def _latent_resized(img2img: Any, interpolation: tuple[str, bool]) -> None:
             outcome = init(*args, **kwargs)
         finally:
             img2img.width, img2img.height = width, height
-        def resized(latent: Any) -> Any:
-            return torch.nn.functional.interpolate(latent, size=(height // 8, width // 8), mode=mode,
-                                                   antialias=antialias)
-
-        img2img.init_latent = resized(img2img.init_latent)
-        conditioning = getattr(img2img, "image_conditioning", None)
-        if conditioning is not None and conditioning.dim() == 4 and conditioning.shape[-1] > 1:
-            # an inpainting model's conditioning is spatial: it follows the latent
-            img2img.image_conditioning = resized(conditioning)
+        _resize_latents(img2img, (width, height), latent)
         return outcome
 
-    img2img.init = init_resized
+    img2img.init = init_prepared
 
 
-def _tile_from_init(img2img: Any, installed: ExitStack, settings: TileSettings,
+def _resize_latents(img2img: Any, size: tuple[int, int], interpolation: tuple[str, bool]) -> None:
+    import torch
+
+    width, height = size
+    mode, antialias = interpolation
+
+    def resized(latent: Any) -> Any:
+        return torch.nn.functional.interpolate(latent, size=(height // 8, width // 8), mode=mode, antialias=antialias)
+
+    img2img.init_latent = resized(img2img.init_latent)
+    conditioning = getattr(img2img, "image_conditioning", None)
+    if conditioning is not None and conditioning.dim() == 4 and conditioning.shape[-1] > 1:
+        # an inpainting model's conditioning is spatial: it follows the latent
+        img2img.image_conditioning = resized(conditioning)
+
+
+def _install_tiling(img2img: Any, installed: ExitStack, host: Host, settings: TileSettings,
                     notify: Callable[[Advice], None]) -> None:
-    """Tile the VAE and the UNet of the model img2img runs on, from its `init` (after any
-    checkpoint override has loaded that model) until `installed` closes."""
-    init = img2img.init
+    """The host's tiled pass for the model img2img runs on, or the reason it runs untiled, said once."""
+    reason = host.cannot_tile(getattr(img2img, "sd_model", None) or shared.sd_model)
+    if reason is not None:
+        notify(Advice("tiling_unavailable", "warning", "tiled", f"The second pass ran untiled: {reason}."))
+        return
 
-    def init_tiled(*args: Any, **kwargs: Any) -> Any:
-        targets = compat.tiling_targets(img2img)
-        if isinstance(targets, str):
-            notify(Advice("tiling_unavailable", "warning", "tiled", f"The second pass ran untiled: {targets}."))
-            return init(*args, **kwargs)
+    def fallback(reason: str) -> None:  # heard once per pass
+        log.warning("hires upscale: a UNet call ran full frame: %s", reason)
+        notify(Advice("unet_full_frame", "warning", "tiled",
+                      f"The second pass's UNet ran untiled (the VAE stayed tiled): {reason}."))
 
-        def fallback(reason: str) -> None:  # heard once per pass
-            log.warning("hires upscale: a UNet call ran full frame: %s", reason)
-            notify(Advice("unet_full_frame", "warning", "tiled",
-                          f"The second pass's UNet ran untiled (the VAE stayed tiled): {reason}."))
-
-        if isinstance(targets, compat.ForgeTilingTargets):
-            _tile_on_forge(img2img, installed, settings, fallback, notify)
-            return init(*args, **kwargs)
-        installed.enter_context(tiled_vae(targets.encoder, targets.decoder, settings,
-                                          should_stop=compat.should_stop))
-        installed.enter_context(tiled_unet(targets.denoiser, "apply_model", settings,
-                                           cannot_tile=lambda: compat.unet_hooked(targets.unet),
-                                           on_fallback=fallback))
-        return init(*args, **kwargs)
-
-    img2img.init = init_tiled
+    installed.enter_context(host.tiled_pass(img2img, settings, fallback, notify))
 
 
-def _tile_on_forge(img2img: Any, installed: ExitStack, settings: TileSettings, fallback: Callable[[str], None],
-                   notify: Callable[[Advice], None]) -> None:
-    """Forge: its own VAE tiling switched on, and our tiled UNet as its UNet patcher's model-function
-    wrapper. An extension that sets its own wrapper in the pass (Forge's MultiDiffusion Integrated)
-    replaces ours: its tiles then run the UNet, and the result says so."""
-    # Forge's `c` carries `transformer_options`, read by its UNet patches (token merging, FreeU,
-    # IP-Adapter...): the chunks' cond/uncond marks and row indices follow the tiles stacked k deep;
-    # its sigmas are per image and stay as they are.
-    tiler = UNetTiler(settings, on_fallback=fallback)
+@contextmanager
+def _outer_job_kept(outer: Any, settings: list[str], host: Host) -> Iterator[None]:
+    """A nested `process_images` leaves the outer job as it was: the WebUI's own restore after
+    one misses what is put back here.
+    - params.txt: the nested job writes its own parameters over the user's generation.
+    - Settings the nested job overrides that the user never saved are not in `opts.data`, so the
+      WebUI's restore skips them and they stay set for the rest of the session.
+    - What the host itself leaves changed (`host.after_nested_job`: A1111's token merging).
+    """
+    params_txt = data_path() / "params.txt"
+    before_text = params_txt.read_bytes() if params_txt.is_file() else None
+    unsaved = [key for key in settings if key not in shared.opts.data]
+    try:
+        yield
+    finally:
+        if before_text is not None and params_txt.is_file() and params_txt.read_bytes() != before_text:
+            from ..images import write_atomically
 
-    def wrapper(apply_model: Callable[..., Any], args: dict[str, Any]) -> Any:
-        cond = dict(args["c"])
-        options = cond.pop("transformer_options", None)
-        rows = args["input"].shape[0]
-
-        def model(x: Any, t: Any, c: dict[str, Any]) -> Any:
-            extra = {} if options is None else {"transformer_options": _forge_options_for(options, x.shape[0] // rows,
-                                                                                          rows)}
-            return apply_model(x, t, **c, **extra)
-
-        return tiler(model, args["input"], args["timestep"], cond)
-
-    def sample(*sample_args: Any, **kwargs: Any) -> Any:
-        result = wrapped_sample(*sample_args, **kwargs)
-        if tiler.calls == 0:
-            message = ("The second pass's UNet ran through another extension's wrapper, not this extension's "
-                       "tiles (Forge's MultiDiffusion Integrated, when on, tiles it its own way); the VAE stayed "
-                       "tiled.")
-            log.warning("hires upscale: %s", message)
-            notify(Advice("unet_wrapped_elsewhere", "warning", "tiled", message))
-        return result
-
-    installed.enter_context(compat.forge_vae_tiled())
-    installed.enter_context(compat.forge_unet_wrapped(img2img, wrapper))
-    wrapped_sample = img2img.sample
-    img2img.sample = sample
-
-
-def _forge_options_for(options: dict[str, Any], k: int, rows: int) -> dict[str, Any]:
-    """Forge's transformer options for `k` tiles stacked in one call of `k * rows` rows."""
-    if k == 1:
-        return options
-    tiled = dict(options)
-    if "cond_or_uncond" in tiled:
-        tiled["cond_or_uncond"] = list(tiled["cond_or_uncond"]) * k
-    if hasattr(tiled.get("cond_mark"), "repeat"):
-        tiled["cond_mark"] = tiled["cond_mark"].repeat(k)
-    for key in ("cond_indices", "uncond_indices"):
-        if isinstance(tiled.get(key), list):
-            tiled[key] = [index + tile * rows for tile in range(k) for index in tiled[key]]
-    return tiled
+            write_atomically(params_txt, lambda stream: stream.write(before_text), overwrite=True)
+        for key in unsaved:
+            shared.opts.data.pop(key, None)
+        if outer is not None:
+            host.after_nested_job(outer)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from modules import shared
 from PIL import Image
 
 from ..folders import resolve_inside
@@ -20,12 +21,19 @@ _OUTPUT_FOLDER_OPTIONS = ("outdir_samples", "outdir_txt2img_samples", "outdir_im
                           "outdir_save", "outdir_init_images")
 
 
+def data_path() -> Path:
+    """The WebUI's data folder (--data-dir)."""
+    from modules import paths
+
+    return Path(getattr(paths, "data_path", os.getcwd()))
+
+
 def output_folders() -> list[Path]:
     """The WebUI's own output folders (settings or defaults), absolute."""
-    base = compat.data_path()
+    base = data_path()
     folders = [base / "outputs"]
     for name in _OUTPUT_FOLDER_OPTIONS:
-        value = compat.opt(name, "") or ""
+        value = getattr(shared.opts, name, "") or ""
         if value:
             folders.append(Path(value) if os.path.isabs(value) else base / value)
     return folders
@@ -33,18 +41,18 @@ def output_folders() -> list[Path]:
 
 def allowed_folders() -> list[Path]:
     """Where the tab and the API may read and write: the WebUI's output folders and the settings' list."""
-    extra = [line.strip() for line in str(compat.opt("hires_upscale_allowed_folders", "") or "").splitlines()]
+    extra = [line.strip() for line in str(getattr(shared.opts, "hires_upscale_allowed_folders", "") or "").splitlines()]
     return output_folders() + [Path(line) for line in extra if line]
 
 
 def default_output_folder() -> Path:
-    configured = str(compat.opt("hires_upscale_output_dir", "") or "").strip()
-    return Path(configured) if configured else compat.data_path() / "outputs" / "hires-upscale"
+    configured = str(getattr(shared.opts, "hires_upscale_output_dir", "") or "").strip()
+    return Path(configured) if configured else data_path() / "outputs" / "hires-upscale"
 
 
 def resolve_allowed(path: str, *, also: list[Path] | None = None) -> Path:
     """A path named by a user, refused unless it is inside the allowed folders (or `also`)."""
-    return resolve_inside(path, allowed_folders() + (also or []), base=compat.data_path())
+    return resolve_inside(path, allowed_folders() + (also or []), base=data_path())
 
 
 def open_allowed(path: str) -> tuple[Path, Image.Image]:

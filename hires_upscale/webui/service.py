@@ -1,10 +1,12 @@
 """The use cases the script, the tab and the API share.
 
-- `prepare` / `postprocess_batch` / `postprocess`: the hires upscale of images the WebUI just made.
+- `prepare` / `postprocess_batch` / `postprocess` / `finish`: the hires upscale of images the
+  WebUI just made, as one `HiresJob` per job.
 - `upscale_existing` / `upscale_files`: images that already exist, their prompt and seed read from
   their PNG info.
 
-`tiling` is the WebUI session's one `TilingPolicy`, made by the script file and passed in.
+`session` is the WebUI session's host and tiling policy (`backend.Session`), made by the script
+file at start and passed in.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from modules import shared
 from PIL import Image
 
 from ..batch import Done, ExistingOutput, Skipped, run_files
@@ -21,12 +24,22 @@ from ..errors import FieldError, HiresUpscaleError, ParamsError
 from ..folders import Job, image_files, plan_jobs
 from ..images import notices, text_chunks
 from ..infotext import parse_parameters, with_fields
-from ..lowvram import TilingPolicy
 from ..params import SCRIPT_FIELDS, HiresParams
 from ..pipeline import COLOR_FIX, SHARPEN, UPSCALE, NamedResult, Pipeline, Result
 from ..plan import PASS_BEGINS, REACHED_FROM_KEY, REACHED_TO_KEY, make_plan, pass_label
-from . import compat, outputs
-from .backend import Generation, WebUIBackend, check_modules, checkpoint_override
+from . import compat, outputs, progress
+from .backend import (
+    Generation,
+    Session,
+    WebUIBackend,
+    check_modules,
+    checkpoint_override,
+    first_pass_checkpoint_kept,
+    loaded_checkpoint,
+    loaded_model,
+)
+from .hosts import Host
+from .job import Failure, HiresJob, Outcome, attach, is_inner, job_of
 from .upscalers import check_upscaler, default_upscaler, engine_settings, upscaler_for
 
 log = logging.getLogger("hires_upscale")
@@ -43,8 +56,6 @@ NOTES_KEY = "Hires upscale notes"
 INTERRUPTED_KEY = "Hires upscale interrupted"
 #: Infotext key for the plan's advice (latent mode below 0.5, more than 2x...): the same for every image.
 ADVICE_KEY = "Hires upscale advice"
-#: Marks a processing object as ours (or another extension's inner pass): never hires-upscale it again.
-INNER_MARKERS = ("_hires_upscale_inner", "_ad_inner")
 
 
 def params_from_args(args: Sequence[Any]) -> HiresParams:
@@ -80,29 +91,29 @@ class _StageProgress:
         if stage == PASS_BEGINS:
             self.which = pass_label(done, total)
         elif stage == UPSCALE:
-            compat.report_progress(f"Hires upscale: {self.which}upscaling {done}/{total} "
-                                   f"tile{'s' if total > 1 else ''}", done, total)
+            progress.report(f"Hires upscale: {self.which}upscaling {done}/{total} tile{'s' if total > 1 else ''}",
+                            done, total)
             if done == total:
-                compat.next_job()
+                progress.next_job()
         elif stage == COLOR_FIX:
-            compat.report_progress(f"Hires upscale: {self.which}color fix")
+            progress.report(f"Hires upscale: {self.which}color fix")
         elif stage == SHARPEN:
-            compat.report_progress("Hires upscale: sharpening")
+            progress.report("Hires upscale: sharpening")
 
 
 # -- images the WebUI just made -------------------------------------------------
 
-def prepare(p: Any, args: Sequence[Any]) -> None:
-    """Validate the arguments and plan the upscale once per job, and write our fields into the infotext.
+def prepare(p: Any, args: Sequence[Any], session: Session) -> None:
+    """Validate the arguments and plan the upscale once per job (`HiresJob`), and write our fields
+    into the infotext.
 
     Bad arguments (e.g. from the API) or an impossible plan (a target above the limit) are reported
     in the console and the result's info text; the generation itself goes on without the upscale.
     The plan's advice (a latent mode below denoise 0.5, more than 2x in one pass...) is shown under
-    the result and written into the infotext, once per job.
+    the result and written into the infotext, once per job; the same plan then runs.
     """
-    p._hires_upscale = None
-    p._hires_upscale_done = {}
-    if any(getattr(p, marker, False) for marker in INNER_MARKERS):
+    attach(p, None)
+    if is_inner(p):
         return
     try:
         params = params_from_args(args)
@@ -110,32 +121,37 @@ def prepare(p: Any, args: Sequence[Any]) -> None:
             return
         check_upscaler(params.upscaler)
         checkpoint_override(params)  # a hires checkpoint or VAE this WebUI lacks is refused before any work
-        check_modules(params)
+        check_modules(params, session.host)
         # every image of the job has the job's size; the family is the first pass's checkpoint's
-        plan = make_plan((p.width, p.height), params, compat.model_family(), first_pass_steps=p.steps)
+        plan = make_plan((p.width, p.height), params, session.host.model_family(shared.sd_model),
+                         first_pass_steps=p.steps)
     except HiresUpscaleError as error:
         message = f"Hires upscale is off for this job: {error}"
         log.error(message)
-        compat.comment(p, message)
+        _comment(p, message)
         p.extra_generation_params[ERROR_KEY] = message  # API callers see the info, not the page's comments
         return
-    p._hires_upscale = params
-    p._hires_upscale_checkpoint = compat.loaded_checkpoint()
+    attach(p, HiresJob(params, plan, loaded_checkpoint(), _second_pass_refiner(p)))
     p.extra_generation_params.update(params.infotext_fields())  # the sizes reached come with each result
     if plan.advice:
         for advice in plan.advice:
-            compat.comment(p, f"Hires upscale: {advice.message}")
+            _comment(p, f"Hires upscale: {advice.message}")
         p.extra_generation_params[ADVICE_KEY] = " ".join(advice.message for advice in plan.advice)
-    # The built-in Hires fix runs the refiner where "Hires fix: which pass to enable refiner for" says
-    # (default: the second pass only); so do we. The WebUI has resolved it for the first pass already.
-    refiner_pass = compat.opt("hires_fix_refiner_pass", "second pass")
-    if getattr(p, "refiner_checkpoint_info", None) is not None and refiner_pass != "first pass":
-        p._hires_upscale_refiner = (p.refiner_checkpoint, p.refiner_switch_at)
-        if refiner_pass == "second pass":
-            p.refiner_checkpoint_info = None
 
 
-def postprocess_batch(p: Any, images: list[Any], tiling: TilingPolicy) -> None:
+def _second_pass_refiner(p: Any) -> tuple[str, float] | None:
+    """The built-in Hires fix runs the refiner where "Hires fix: which pass to enable refiner for" says
+    (default: the second pass only); so do we. The WebUI has resolved it for the first pass already,
+    which for "second pass" is taken off it here."""
+    refiner_pass = getattr(shared.opts, "hires_fix_refiner_pass", "second pass")
+    if getattr(p, "refiner_checkpoint_info", None) is None or refiner_pass == "first pass":
+        return None
+    if refiner_pass == "second pass":
+        p.refiner_checkpoint_info = None
+    return p.refiner_checkpoint, p.refiner_switch_at
+
+
+def postprocess_batch(p: Any, images: list[Any], session: Session) -> None:
     """The hires upscale of one batch of the job, all its images through one second pass.
 
     `images` are the batch's decoded images (the WebUI's tensors); each is replaced by its
@@ -143,34 +159,34 @@ def postprocess_batch(p: Any, images: list[Any], tiling: TilingPolicy) -> None:
     the upscaled picture, as after the built-in Hires fix. Inpainting is left to `postprocess`,
     which runs after the WebUI has composited each image.
     """
-    params: HiresParams | None = getattr(p, "_hires_upscale", None)
-    if params is None or compat.composites_per_image(p) or not images:
+    job = job_of(p)
+    if job is None or _composites_per_image(p) or not images:
         return
     first = p.iteration * p.batch_size
     indices = list(range(first, first + len(images)))
-    pictures = [compat.tensor_to_image(image) for image in images]
-    with compat.first_pass_checkpoint_kept():  # what runs next in this batch needs the first pass's model
-        outcome = _run(p, pictures, indices, params, tiling)
-    if isinstance(outcome, str):  # why they stayed small, for each image's infotext
-        p._hires_upscale_done.update(dict.fromkeys(indices, outcome))
-        return
-    for position, (index, result) in enumerate(zip(indices, outcome, strict=True)):
-        p._hires_upscale_done[index] = result
-        images[position] = compat.image_to_tensor(result.image)
+    pictures = [_tensor_to_image(image) for image in images]
+    with first_pass_checkpoint_kept(session.host):  # what runs next in this batch needs the first pass's model
+        outcomes = _run(p, pictures, indices, job, session)
+    for position, (index, outcome) in enumerate(zip(indices, outcomes, strict=True)):
+        job.outcomes[index] = outcome
+        if isinstance(outcome, Result):
+            images[position] = _image_to_tensor(outcome.image)
 
 
-def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresParams,
-         tiling: TilingPolicy) -> list[Result] | str:
-    """The pipeline over images of the job (at `indices`), or why it failed: the first pass's images
-    are then kept, and the reason goes into their infotext."""
+def _run(p: Any, images: list[Image.Image], indices: list[int], job: HiresJob, session: Session) -> list[Outcome]:
+    """Images of the job (at `indices`) through the job's plan; each a `Result`, or all the same
+    `Failure` (the first pass's images are then kept, and the reason goes into their infotext)."""
     try:
-        pipeline = Pipeline(upscaler_for(params), WebUIBackend(Generation.of_images(p, indices, params), tiling, p))
-        if compat.opt("hires_upscale_save_first_pass", False):
+        backend = WebUIBackend(Generation.of_images(p, indices, job, session.host), session, p)
+        pipeline = Pipeline(upscaler_for(job.params), backend)
+        if getattr(shared.opts, "hires_upscale_save_first_pass", False):
             for image, index in zip(images, indices, strict=True):
                 outputs.save_first_pass(p, image, index)
-        plan = pipeline.plan(images[0], params, first_pass_steps=p.steps)
+        plan = job.plan
+        if images[0].size != plan.source:  # not the job's size (an extension resized it): planned for its own
+            plan = pipeline.plan(images[0], job.params, first_pass_steps=p.steps)
         _count_upscale_jobs(plan.stages, len(images))
-        return pipeline.run_batch(images, plan, progress=_StageProgress(), should_stop=compat.should_stop)
+        return list(pipeline.run_batch(images, plan, progress=_StageProgress(), should_stop=progress.should_stop))
     except Exception as error:
         # A bug of ours, or of the host inside our pass, must not cost the user the first pass's
         # images nor hide why they stayed small: the console gets the traceback, the images the reason.
@@ -178,55 +194,57 @@ def _run(p: Any, images: list[Image.Image], indices: list[int], params: HiresPar
         which = f"image {indices[0] + 1}" if len(indices) == 1 else f"images {indices[0] + 1}-{indices[-1] + 1}"
         message = f"Hires upscale failed for {which}: {error if ours else f'{type(error).__name__}: {error}'}"
         (log.error if ours else log.exception)(message)
-        compat.comment(p, message)
-        return message
+        _comment(p, message)
+        return [Failure(message)] * len(images)
     finally:
-        compat.report_progress(None)
+        progress.report(None)
 
 
 def _count_upscale_jobs(stages: tuple[str, ...], images: int) -> None:
     """The progress bar's jobs for the upscale stages, one per image and pass; the second pass adds its own."""
     for _ in range(stages.count(UPSCALE) * images):
-        compat.add_job()
+        progress.add_job()
 
 
-def postprocess(p: Any, image: Image.Image, tiling: TilingPolicy) -> Image.Image:
+def postprocess(p: Any, image: Image.Image, session: Session) -> Image.Image:
     """One image of the job after the WebUI composited it: upscaled here unless its batch was
     (`postprocess_batch`); either way its infotext is made to tell what happened to it."""
-    params: HiresParams | None = getattr(p, "_hires_upscale", None)
-    if params is None:
+    job = job_of(p)
+    if job is None:
         return image
     index = compat.image_index(p)
-    done = p._hires_upscale_done.pop(index, None)
-    if done is None:
-        outcome = _run(p, [image], [index], params, tiling)
-        done = outcome if isinstance(outcome, str) else outcome[0]
-        if not isinstance(done, str):
-            image = done.image
-    _write_infotext(p, index, done)
+    if index is None:
+        index = job.next_index()
+    outcome = job.outcomes.pop(index, None)
+    if outcome is None:
+        [outcome] = _run(p, [image], [index], job, session)
+    if isinstance(outcome, Result):
+        image = outcome.image
+    _write_infotext(p, index, outcome)
     return image
 
 
-def finish(p: Any) -> None:
+def finish(p: Any, session: Session) -> None:
     """At the end of the job: the first pass's checkpoint is loaded again, after the per-image passes
     of inpainting, which leave a hires checkpoint loaded so that it loads once, not once per image."""
-    if getattr(p, "_hires_upscale", None) is not None:
-        compat.load_checkpoint_back(p._hires_upscale_checkpoint)
+    job = job_of(p)
+    if job is not None:
+        session.host.load_checkpoint_back(job.checkpoint)
 
 
-def _write_infotext(p: Any, index: int, done: Result | str) -> None:
+def _write_infotext(p: Any, index: int, outcome: Outcome) -> None:
     """The infotext of this image is written right after our hook: make it tell this image's story."""
     extra = p.extra_generation_params
     for key in (ERROR_KEY, NOTES_KEY, INTERRUPTED_KEY):
         extra.pop(key, None)
-    if isinstance(done, str):
-        extra[ERROR_KEY] = done  # this image's infotext says why it is small, and no size it did not reach
+    if isinstance(outcome, Failure):
+        extra[ERROR_KEY] = outcome.message  # this image's infotext says why it is small, and no size it did not reach
         for key in (REACHED_FROM_KEY, REACHED_TO_KEY):
             extra.pop(key, None)
         return
-    extra.update(result_fields(done))
-    for notice in done.notices:  # e.g. ran tiled after running out of memory: shown under the result too
-        compat.comment(p, f"Hires upscale, image {index + 1}: {notice.message}")
+    extra.update(result_fields(outcome))
+    for notice in outcome.notices:  # e.g. ran tiled after running out of memory: shown under the result too
+        _comment(p, f"Hires upscale, image {index + 1}: {notice.message}")
 
 
 def result_fields(done: Result) -> dict[str, str]:
@@ -240,6 +258,35 @@ def result_fields(done: Result) -> dict[str, str]:
     return fields
 
 
+def _comment(p: Any, text: str) -> None:
+    """A note shown under the result in the UI (and in the API's info)."""
+    if hasattr(p, "comment"):
+        p.comment(text)
+
+
+def _composites_per_image(p: Any) -> bool:
+    """Whether the WebUI pastes each result into an original (inpainting): then the upscale waits for
+    the composited image (v1.8+), and each image has its own pass."""
+    return getattr(p, "image_mask", None) is not None or bool(getattr(p, "overlay_images", None))
+
+
+def _tensor_to_image(tensor: Any) -> Image.Image:
+    """A decoded image of a batch (C, H, W floats in 0..1, as the WebUI hands them to scripts) as RGB."""
+    import numpy as np
+
+    pixels = (255.0 * np.moveaxis(tensor.detach().float().cpu().numpy(), 0, 2)).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _image_to_tensor(image: Image.Image) -> Any:
+    """The inverse of `_tensor_to_image`, exact: the WebUI's own conversion gives back the same bytes."""
+    import numpy as np
+    import torch
+
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255)
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(pixels, 2, 0)))
+
+
 # -- images that already exist ---------------------------------------------------
 
 def base_params(overrides: dict[str, Any]) -> HiresParams:
@@ -247,10 +294,10 @@ def base_params(overrides: dict[str, Any]) -> HiresParams:
     return HiresParams.from_mapping({"enabled": True, "upscaler": default_upscaler(), **overrides})
 
 
-def generation_of(image: Image.Image, params: HiresParams) -> Generation:
+def generation_of(image: Image.Image, params: HiresParams, host: Host) -> Generation:
     """What the second pass of an existing image repeats, from its PNG info; ParamsError without one."""
     try:
-        return Generation.from_info(parse_parameters(text_chunks(image).get("parameters", "")), params)
+        return Generation.from_info(parse_parameters(text_chunks(image).get("parameters", "")), params, host)
     except ParamsError:
         # Its text was over Pillow's limits and dropped on reading: say that, not "no PNG info".
         lost = [n.message for n in notices(image) if n.code == "text_dropped"]
@@ -260,26 +307,27 @@ def generation_of(image: Image.Image, params: HiresParams) -> Generation:
                                       "an image whose parameters text can be read: " + " ".join(lost))]) from None
 
 
-def upscale_existing(image: Image.Image, params: HiresParams, tiling: TilingPolicy, name: str = "image",
+def upscale_existing(image: Image.Image, params: HiresParams, session: Session, name: str = "image",
                      generation: Generation | None = None) -> NamedResult:
     """The hires upscale of an existing WebUI image, its prompt, seed, sampler, steps, CFG,
     checkpoint and CLIP skip read from its PNG info (overrides from `params`)."""
     check_upscaler(params.upscaler)
     original = text_chunks(image).get("parameters", "")
     info = parse_parameters(original)
-    pipeline = Pipeline(upscaler_for(params), WebUIBackend([generation or generation_of(image, params)], tiling))
+    generation = generation or generation_of(image, params, session.host)
+    pipeline = Pipeline(upscaler_for(params), WebUIBackend([generation], session))
     try:
         plan = pipeline.plan(image, params, first_pass_steps=info.steps)
         _count_upscale_jobs(plan.stages, 1)
-        result = pipeline.run_batch([image], plan, progress=_StageProgress(), should_stop=compat.should_stop)[0]
+        result = pipeline.run_batch([image], plan, progress=_StageProgress(), should_stop=progress.should_stop)[0]
     finally:
-        compat.report_progress(None)
+        progress.report(None)
     infotext = with_fields(original, result_fields(result))
     result.image.info["parameters"] = infotext
     return NamedResult(name, result, infotext)
 
 
-def upscale_files(sources: list[Path], output_folder: Path, params: HiresParams, tiling: TilingPolicy, *,
+def upscale_files(sources: list[Path], output_folder: Path, params: HiresParams, session: Session, *,
                   existing: ExistingOutput) -> Iterator[Done | Skipped]:
     """Existing images into `output_folder` through the one batch loop (`batch.run_files`): each
     output keeps its input's PNG text, with our fields added to its parameters."""
@@ -290,22 +338,22 @@ def upscale_files(sources: list[Path], output_folder: Path, params: HiresParams,
         jobs = plan_jobs(sources, output_folder)
 
     def upscale(image: Image.Image, source: Path) -> tuple[Result, dict[str, str]]:
-        done = upscale_existing(image, params, tiling, source.name)
+        done = upscale_existing(image, params, session, source.name)
         return done.result, {"parameters": done.infotext}
 
-    yield from run_files(jobs, upscale, existing=existing, should_stop=compat.should_stop)
+    yield from run_files(jobs, upscale, existing=existing, should_stop=progress.should_stop)
 
 
 def upscale_folder(input_folder: str, output_folder: str, params: HiresParams,
-                   tiling: TilingPolicy) -> Iterator[Done | Skipped]:
+                   session: Session) -> Iterator[Done | Skipped]:
     """Every image of a folder into another, skipping outputs already written (a rerun resumes)."""
     source = outputs.resolve_allowed(input_folder)
     default = outputs.default_output_folder()
     target = outputs.resolve_allowed(output_folder or str(default), also=[default])
-    yield from upscale_files(image_files(source), target, params, tiling, existing="skip")
+    yield from upscale_files(image_files(source), target, params, session, existing="skip")
 
 
-def page_options() -> dict[str, Any]:
+def page_options(session: Session) -> dict[str, Any]:
     """What the page's live hints need (javascript/hires_upscale.js): sent with the page itself
     (`ui.page_options_box`), so they need neither the API nor its credentials. Also in GET options."""
     from ..advice import MAX_STEPS_RATIO, rules_as_data
@@ -317,7 +365,7 @@ def page_options() -> dict[str, Any]:
     return {
         "upscaler_kinds": {name: upscaler_kind(name) for name in upscaler_choices()},
         # the loaded checkpoint's family; asking must not load one
-        "model_family": compat.model_family_loaded(),
+        "model_family": session.host.model_family(loaded_model()),
         "families": {name: {"name": name, "base": f.base, "comfortable_pixels": f.comfortable_pixels,
                             "max_steps_ratio": MAX_STEPS_RATIO} for name, f in FAMILIES.items()},
         "presets": {family: [p.as_dict() for p in presets] for family, presets in PRESETS.items()},
@@ -332,28 +380,31 @@ def page_options() -> dict[str, Any]:
 class WebUIApiHost:
     """What the HTTP routes need from the WebUI (see `api.ApiHost`)."""
 
-    def __init__(self, tiling: TilingPolicy) -> None:
-        self.tiling = tiling
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
     def options(self) -> dict[str, Any]:
         from .. import __version__
         from ..images import MAX_INPUT_PIXELS
-        from ..params import MAX_MODULES, json_schema
+        from ..params import json_schema
         from ..resolution import DEFAULT_MAX_PIXELS
         from .api import MAX_IMAGES
         from .upscalers import engine_upscalers, upscaler_choices
 
+        host = self.session.host
         return {
             "version": __version__,
+            # which WebUI this is ("a1111", "forge", "reforge")
+            "host": host.kind,
             "upscalers": upscaler_choices(),
             # the model upscalers whose local file our engine runs; other model upscalers run the
             # WebUI's own code (LDSR, ScuNET, a model it still has to download)
             "engine_upscalers": engine_upscalers(),
-            "latent_modes": compat.latent_modes(),
+            "latent_modes": list(getattr(shared, "latent_upscale_modes", {}) or {}),
             # what `modules` may name: the WebUI's VAE files (Forge: also its text encoders), and how many
-            "modules": compat.module_names(),
-            "max_modules": MAX_MODULES if compat.several_modules() else 1,
-            **page_options(),
+            "modules": sorted(host.module_files()),
+            "max_modules": host.max_modules,
+            **page_options(self.session),
             "defaults": base_params({}).as_dict(),
             "script_args": list(SCRIPT_FIELDS),
             "limits": {"max_output_pixels": DEFAULT_MAX_PIXELS, "max_input_pixels": MAX_INPUT_PIXELS,
@@ -372,28 +423,31 @@ class WebUIApiHost:
             client_gone: Callable[[], bool]) -> list[NamedResult]:
         """Every item in turn under the WebUI's queue lock; a client that went away stops the run
         between images, so the lock is not held for nobody."""
+        from modules.call_queue import queue_lock
+
         from .api import ItemError
 
+        host = self.session.host
         check_upscaler(params.upscaler)
         checkpoint_override(params)  # the run's own choices are refused at their field, before any image
-        check_modules(params)
+        check_modules(params, host)
         generations = []
         for index, (_name, image) in enumerate(items):
             try:
-                generations.append(generation_of(image, params))
+                generations.append(generation_of(image, params, host))
             except HiresUpscaleError as error:
                 raise ItemError(index, error) from None
         results: list[NamedResult] = []
-        with compat.queue_lock():
-            compat.begin_job("hires_upscale_api")
+        with queue_lock:
+            shared.state.begin(job="hires_upscale_api")
             try:
-                with compat.first_pass_checkpoint_kept():  # the images' own checkpoints load once each
+                with first_pass_checkpoint_kept(host):  # the images' own checkpoints load once each
                     for (name, image), generation in zip(items, generations, strict=True):
                         if client_gone():
                             log.warning("hires upscale: the API client went away; stopped after %d of %d images",
                                         len(results), len(items))
                             break
-                        results.append(upscale_existing(image, params, self.tiling, name, generation))
+                        results.append(upscale_existing(image, params, self.session, name, generation))
             finally:
-                compat.end_job()
+                shared.state.end()
         return results

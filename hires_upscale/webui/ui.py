@@ -20,11 +20,12 @@ import gradio as gr
 from ..advice import Advice
 from ..batch import Skipped
 from ..errors import HiresUpscaleError
-from ..lowvram import TilingPolicy
 from ..params import BUILT_IN_MODULES, SCRIPT_FIELDS, HiresParams
 from ..plan import make_plan
 from ..resolution import PRESETS
 from . import carried, compat, outputs
+from .backend import Session, checkpoint_titles, first_pass_checkpoint_kept, loaded_model
+from .hosts import Host
 from .service import SAME, SAME_WHEN_EMPTY, base_params, page_options, upscale_files, upscale_folder
 from .upscalers import default_upscaler, upscaler_choices
 
@@ -74,42 +75,53 @@ def advice_html(advice: list[Advice] | tuple[Advice, ...], error: str | None = N
     return f"<div class='hires-upscale-advice'>{items}</div>"
 
 
-def _preview(params: HiresParams) -> str:
+def _preview(params: HiresParams, family: str) -> str:
     """The size preview and advice as the page first shows it; javascript/hires_upscale.js
     keeps it current as the user changes values."""
     try:
-        plan = make_plan((512, 512), params, compat.model_family_loaded())
+        plan = make_plan((512, 512), params, family)
     except HiresUpscaleError as error:
         return advice_html([], str(error))
     (w, h), (tw, th) = plan.source, plan.target
     return f"<p class='hires-upscale-size'>{w}x{h} → {tw}x{th}</p>" + advice_html(plan.advice)
 
 
-def page_options_box(elem_id: str) -> Any:
+def page_options_box(elem_id: str, session: Session) -> Any:
     """The page's data (`service.page_options`) as a hidden text box in the page, made again each time
     the page loads (a callable value): it comes through Gradio like the page itself, behind the UI's
     login (--gradio-auth) and under --subpath, and needs no API route nor its --api-auth credentials."""
-    return gr.Textbox(value=lambda: json.dumps(page_options()), visible=False, elem_id=elem_id)
+    return gr.Textbox(value=lambda: json.dumps(page_options(session)), visible=False, elem_id=elem_id)
 
 
-def module_choices() -> list[str]:
+def module_choices(host: Host) -> list[str]:
     """The Hires VAE / text encoder dropdown's names: the checkpoint's own, then the WebUI's files
     (none selected: the same as the first pass)."""
-    return [BUILT_IN_MODULES, *compat.module_names()]
+    return [BUILT_IN_MODULES, *sorted(host.module_files())]
 
 
-def _overrides(add: Callable[..., Any], label: str, elem_id: str) -> None:
+def _overrides(add: Callable[..., Any], label: str, elem_id: str, host: Host) -> None:
     """The second pass's overrides, folded away: checkpoint, VAE / text encoders, CFG, seed, prompts."""
     with gr.Accordion(label, open=False, elem_id=elem_id):
         with gr.Row():
-            add("checkpoint", choices=[SAME, *compat.checkpoint_titles()], value=SAME)
-            add("modules", choices=module_choices(),
-                max_choices=None if compat.several_modules() else 1)  # A1111 takes one VAE
+            add("checkpoint", choices=[SAME, *checkpoint_titles()], value=SAME)
+            add("modules", choices=module_choices(host),
+                max_choices=None if host.max_modules > 1 else 1)  # A1111 takes one VAE
         with gr.Row():
             add("cfg_scale")
             add("seed")
         add("prompt")
         add("negative_prompt")
+
+
+def _refresh(host: Host) -> tuple[Any, Any, Any]:
+    """The refresh button: the WebUI lists its upscalers, checkpoints and VAEs again."""
+    from modules import modelloader, sd_models
+
+    modelloader.load_upscalers()
+    sd_models.list_models()
+    host.refresh_modules()
+    return (gr.update(choices=upscaler_choices()), gr.update(choices=[SAME, *checkpoint_titles()]),
+            gr.update(choices=module_choices(host)))
 
 
 def _visible_when(value: Any) -> Any:
@@ -124,8 +136,9 @@ def _resize_controls(mode: str) -> list[Any]:
 class AccordionUI:
     """Builds the accordion of one tab and knows its components."""
 
-    def __init__(self, is_img2img: bool) -> None:
+    def __init__(self, is_img2img: bool, session: Session) -> None:
         self.tab = "img2img" if is_img2img else "txt2img"
+        self.session = session
         self.components: dict[str, Any] = {}
 
     def _id(self, name: str) -> str:
@@ -138,12 +151,15 @@ class AccordionUI:
             c[name] = control(name, self._id(name), **extra)
             return c[name]
 
-        with compat.input_accordion(False, "Hires upscale", self._id("enabled")) as enabled:
+        from modules.ui_components import InputAccordion, ToolButton
+
+        # InputAccordion is a class in A1111 (v1.6+), a function in Forge: both used alike
+        with InputAccordion(False, label="Hires upscale", elem_id=self._id("enabled")) as enabled:
             c["enabled"] = enabled
             with gr.Row():
                 add("upscaler", choices=upscaler_choices(), value=default_upscaler())
-                refresh = compat.tool_button("\U0001f504", self._id("refresh"),
-                                             "Refresh the lists of upscalers, checkpoints and VAEs")
+                refresh = ToolButton(value="\U0001f504", elem_id=self._id("refresh"),
+                                     tooltip="Refresh the lists of upscalers, checkpoints and VAEs")
             with gr.Row():
                 add("resize_mode")
                 add("scale")
@@ -169,11 +185,14 @@ class AccordionUI:
             with gr.Row():
                 add("sharpen")
                 add("sharpen_strength", visible=False)
-            _overrides(add, "Second pass overrides", self._id("overrides"))
-            gr.HTML(_preview(HiresParams(upscaler=c["upscaler"].value)), elem_id=self._id("advice"))
-            page_options_box(self._id("page_options"))
+            host = self.session.host
+            _overrides(add, "Second pass overrides", self._id("overrides"), host)
+            gr.HTML(_preview(HiresParams(upscaler=c["upscaler"].value), host.model_family(loaded_model())),
+                    elem_id=self._id("advice"))
+            page_options_box(self._id("page_options"), self.session)
 
-        refresh.click(fn=self._refresh, inputs=[], outputs=[c["upscaler"], c["checkpoint"], c["modules"]])
+        refresh.click(fn=functools.partial(_refresh, host), inputs=[], outputs=[c["upscaler"], c["checkpoint"],
+                                                                                  c["modules"]])
         # Controls that do not apply stay hidden (also after a paste, which fires .change).
         c["resize_mode"].change(fn=_resize_controls, inputs=[c["resize_mode"]],
                                 outputs=[c["scale"], c["width"], c["height"], c["preset"]], show_progress=False)
@@ -182,14 +201,6 @@ class AccordionUI:
         c["sharpen"].change(fn=_visible_when, inputs=[c["sharpen"]], outputs=[c["sharpen_strength"]],
                             show_progress=False)
         return [c[name] for name in SCRIPT_FIELDS]
-
-    @staticmethod
-    def _refresh() -> tuple[Any, Any, Any]:
-        compat.refresh_upscalers()
-        compat.refresh_checkpoints()
-        compat.refresh_modules()
-        return (gr.update(choices=upscaler_choices()), gr.update(choices=[SAME, *compat.checkpoint_titles()]),
-                gr.update(choices=module_choices()))
 
     def infotext_fields(self) -> list[tuple[Any, Any]]:
         """Paste bindings: every control follows a pasted infotext; ours absent = accordion closed.
@@ -238,16 +249,16 @@ def _report_rows(rows: list[tuple[str, str, str, str]]) -> str:
             f"<th>notes</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def _run_tab(tiling: TilingPolicy, files, folder, output_folder, *values):
+def _run_tab(session: Session, files, folder, output_folder, *values):
     params = _tab_params(values)
     rows: list[tuple[str, str, str, str]] = []
     gallery: list[Any] = []
-    with compat.first_pass_checkpoint_kept():  # the images' own checkpoints load once each
+    with first_pass_checkpoint_kept(session.host):  # the images' own checkpoints load once each
         if folder and folder.strip():
-            _report(upscale_folder(folder.strip(), (output_folder or "").strip(), params, tiling), gallery, rows)
+            _report(upscale_folder(folder.strip(), (output_folder or "").strip(), params, session), gallery, rows)
         dropped = [Path(getattr(file, "name", file)) for file in files or []]
         if dropped:
-            _report(upscale_files(dropped, outputs.default_output_folder(), params, tiling, existing="new name"),
+            _report(upscale_files(dropped, outputs.default_output_folder(), params, session, existing="new name"),
                     gallery, rows)
     if not rows:
         return gallery, advice_html([], "Drop one or more images, or name a folder.")
@@ -271,7 +282,7 @@ def _report(outcomes, gallery: list[Any], rows: list[tuple[str, str, str, str]])
         rows.append((outcome.source.name, f"{w}x{h}", f"{tw}x{th}", "; ".join(notes)))
 
 
-def build_tab(tiling: TilingPolicy) -> list[tuple[Any, str, str]]:
+def build_tab(session: Session) -> list[tuple[Any, str, str]]:
     """The "Hires upscale" tab for images that already exist."""
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row(equal_height=False):
@@ -299,13 +310,15 @@ def build_tab(tiling: TilingPolicy) -> list[tuple[Any, str, str]]:
                     add("sharpen")
                     add("sharpen_strength")
                 _overrides(add, "Second pass overrides (empty, 0 or -1: as the image's PNG info says)",
-                           "hires_upscale_tab_overrides")
+                           "hires_upscale_tab_overrides", session.host)
                 run = gr.Button("Upscale", variant="primary", elem_id="hires_upscale_tab_run")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", elem_id="hires_upscale_tab_gallery", columns=2)
                 report = gr.HTML(elem_id="hires_upscale_tab_report")
-        run.click(
-            fn=compat.gpu_call(functools.partial(_run_tab, tiling), extra_outputs=[[]]),
+        from modules.call_queue import wrap_gradio_gpu_call
+
+        run.click(  # like the WebUI's own actions: the queue lock, the job state, errors shown in the page
+            fn=wrap_gradio_gpu_call(functools.partial(_run_tab, session), extra_outputs=[[]]),
             inputs=[files, folder, output_folder, *(c[name] for name in TAB_FIELDS)],
             outputs=[gallery, report],
         )
@@ -314,30 +327,41 @@ def build_tab(tiling: TilingPolicy) -> list[tuple[Any, str, str]]:
 
 def add_settings() -> None:
     """The "Hires upscale" section of the WebUI's settings."""
+    from modules import shared
+
+    def option(default: Any, label: str, component: Any = None, component_args: Any = None) -> Any:
+        return shared.OptionInfo(default, label, component, component_args, section=("hires_upscale", "Hires upscale"))
+
     options = {
-        "hires_upscale_default_upscaler": compat.option_info(
+        "hires_upscale_default_upscaler": option(
             "", "Default upscaler (empty: the first model file our engine runs, else Lanczos)", gr.Dropdown,
             lambda: {"choices": ["", *upscaler_choices()]}),
-        "hires_upscale_tile_size": compat.option_info(
+        "hires_upscale_tile_size": option(
             0, "Upscaler tile size in pixels (0: chosen from free memory; --hires-upscale-tile-size overrides)",
             gr.Slider, {"minimum": 0, "maximum": 2048, "step": 32}),
-        "hires_upscale_fp32": compat.option_info(
+        "hires_upscale_fp32": option(
             False, "Run upscaler models in fp32 (slower; only if fp16/bf16 output looks wrong)"),
-        "hires_upscale_allowed_folders": compat.option_info(
+        "hires_upscale_allowed_folders": option(
             "", "Folders the Hires upscale tab and API may read and write, one per line (the WebUI's output "
             "folders are always allowed)", gr.Textbox, {"lines": 3}),
-        "hires_upscale_output_dir": compat.option_info(
+        "hires_upscale_output_dir": option(
             "", "Output folder of the Hires upscale tab (empty: outputs/hires-upscale)"),
-        "hires_upscale_serve_webui": compat.option_info(
+        "hires_upscale_serve_webui": option(
             False, "Serve the WebUI's own ESRGAN, Real-ESRGAN, SwinIR, HAT and DAT upscalers (Extras, built-in "
             "Hires fix, other extensions) with this extension's faster engine; falls back to the WebUI's code on "
             "any error"),
-        carried.KEPT_OUT_OPTION: compat.option_info(
+        carried.KEPT_OUT_OPTION: option(
             carried.DEFAULT_KEPT_OUT, "Extensions kept out of the second pass (script titles or extension folder "
             "names, comma-separated; the others run in it with the first pass's arguments, as in the built-in "
             "Hires fix)"),
-        "hires_upscale_save_first_pass": compat.option_info(
+        "hires_upscale_save_first_pass": option(
             False, "Also save each image before its hires upscale (suffix -before-hires-upscale)"),
     }
     for key, info in options.items():
-        compat.add_option(key, info)
+        add_option(key, info)
+
+
+def add_option(key: str, info: Any) -> None:
+    from modules import shared
+
+    shared.opts.add_option(key, info)

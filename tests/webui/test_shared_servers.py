@@ -26,7 +26,7 @@ UI_USER = ("bob", "hunter2")
 OPTIONS = "/hires-upscale/v1/options"
 UPSCALE = "/hires-upscale/v1/upscale"
 #: A part of the extension armed to fail at start (tests/webui/faults_extension): its settings section.
-FAILING_PART = "hires_upscale.webui.compat.add_option"
+FAILING_PART = "hires_upscale.webui.ui.add_option"
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ def txt2img(webui, **extra):
 
 def test_options_list_the_test_model_and_the_schema(webui):
     options = webui.get("/hires-upscale/v1/options").json()
+    assert options["host"] == webui.kind  # detected once at start: the WebUI the harness started
     assert ESRGAN_NAME in options["upscalers"]
     assert options["upscalers"].index(ESRGAN_NAME) < options["upscalers"].index("Lanczos")
     assert options["script_args"] == list(SCRIPT_FIELDS)

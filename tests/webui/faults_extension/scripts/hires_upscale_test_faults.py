@@ -12,7 +12,7 @@ file, or an empty list, it does nothing. Each fault fires `times` times (default
   pressed at the first sampling step of a picture of at least N pixels.
 - {"kind": "raise", "stage": "module.name.function"}: that function of sd-webui-hires-upscale
   raises when called (replaced before the UI is built, so a test starting a WebUI with the fault
-  armed sees a part of the extension fail at start, e.g. "hires_upscale.webui.compat.add_option").
+  armed sees a part of the extension fail at start, e.g. "hires_upscale.webui.ui.add_option").
 """
 
 from __future__ import annotations

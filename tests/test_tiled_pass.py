@@ -9,21 +9,10 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import nn
 
-from hires_upscale.lowvram import (
-    CannotTile,
-    TileSettings,
-    UNetTiler,
-    fitted_grid,
-    latent_stage,
-    needs_tiling,
-    second_pass_bytes,
-    tiled_decode,
-    tiled_encode,
-    tiled_model_call,
-    tiled_unet,
-    tiled_vae,
-)
-from hires_upscale.tiling import run_tiled
+from hires_upscale.memory import TileSettings
+from hires_upscale.tiled_unet import CannotTile, UNetTiler, tiled_model_call, tiled_unet
+from hires_upscale.tiled_vae import latent_stage, tiled_decode, tiled_encode, tiled_vae
+from hires_upscale.tiling import fitted_grid, run_tiled
 
 
 def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -53,7 +42,7 @@ def test_tiled_decode_starts_every_tile_from_the_full_frame_middle_stage(vae):
     image = picture(256)
     latent = vae.encoder(image)[:, :4]
     full = vae.decoder(latent)
-    ours = tiled_decode(vae.decoder, latent, decoder=vae.decoder, tile=20, overlap=6)
+    ours = tiled_decode(vae.decoder, latent, coder=vae.decoder, tile=20, overlap=6)
     plain = run_tiled(vae.decoder, latent, fitted_grid(32, 32, 20, 6), scale=8)
     assert ours.shape == full.shape == (1, 3, 256, 256)
     # tiles of 128 px: the shared middle stage (global attention and statistics) brings them closer
@@ -65,7 +54,7 @@ def test_tiled_decode_starts_every_tile_from_the_full_frame_middle_stage(vae):
 def test_tiled_encode_shares_the_whole_pictures_statistics(vae):
     image = picture(256)
     full = vae.encoder(image)
-    ours = tiled_encode(vae.encoder, image, encoder=vae.encoder, tile=16, overlap=4)
+    ours = tiled_encode(vae.encoder, image, coder=vae.encoder, tile=16, overlap=4)
     plain = run_tiled(vae.encoder, image, fitted_grid(32, 32, 16, 4), input_scale=8)
     assert ours.shape == full.shape == (1, 8, 32, 32)
     assert psnr(full, ours) > psnr(full, plain) + 6, (psnr(full, ours), psnr(full, plain))
@@ -74,9 +63,9 @@ def test_tiled_encode_shares_the_whole_pictures_statistics(vae):
 @torch.no_grad()
 def test_one_tile_is_the_plain_call(vae):
     latent = torch.randn(1, 4, 16, 16)
-    assert torch.equal(tiled_decode(vae.decoder, latent, decoder=vae.decoder, tile=16), vae.decoder(latent))
+    assert torch.equal(tiled_decode(vae.decoder, latent, coder=vae.decoder, tile=16), vae.decoder(latent))
     image = picture(128)
-    assert torch.equal(tiled_encode(vae.encoder, image, encoder=vae.encoder, tile=16), vae.encoder(image))
+    assert torch.equal(tiled_encode(vae.encoder, image, coder=vae.encoder, tile=16), vae.encoder(image))
 
 
 def test_the_middle_stage_is_found_in_both_layouts(vae):
@@ -123,7 +112,7 @@ def test_a_tiled_decode_can_be_stopped(vae):
     from hires_upscale.errors import Interrupted
 
     with torch.no_grad(), pytest.raises(Interrupted):
-        tiled_decode(vae.decoder, torch.randn(1, 4, 32, 32), decoder=vae.decoder, tile=16, should_stop=lambda: True)
+        tiled_decode(vae.decoder, torch.randn(1, 4, 32, 32), coder=vae.decoder, tile=16, should_stop=lambda: True)
     assert all("forward" not in vars(m) for m in vae.modules())
 
 
@@ -238,50 +227,9 @@ def test_a_real_unet_tiled_stays_close_to_full_frame():
 # -- when to tile ------------------------------------------------------------------------
 
 
-def test_auto_mode_tiles_only_what_would_not_fit():
-    assert not needs_tiling(4096, 4096, None)  # CPU: no number to go by; the out-of-memory retry covers it
-    assert second_pass_bytes(2048, 2048) == pytest.approx(9.5 * 1024**3, rel=0.01)  # DESIGN's H100 figure
-    assert needs_tiling(2048, 2048, 8 * 1024**3)
-    assert not needs_tiling(1024, 1024, 8 * 1024**3)
-    assert needs_tiling(1024, 1024, 8 * 1024**3, dtype_bytes=4) is False
-    assert needs_tiling(2048, 1024, 8 * 1024**3, dtype_bytes=4)
-
-
 def test_tiles_are_as_small_as_their_count_allows():
     grid = fitted_grid(128, 128, 96, 16)
     assert (len(grid), grid.tile_size) == (4, 72)  # 1.27x the work of one frame, not 2.25x with 96
     assert len(fitted_grid(256, 256, 96, 16)) == 9
     assert len(fitted_grid(64, 40, 96, 16)) == 1
     assert len(fitted_grid(16, 16, 96, 16)) == 1  # smaller than the overlap: one tile, no error
-
-
-def test_a_users_tile_size_in_pixels_becomes_latent_tiles():
-    assert TileSettings.for_tile_size(0) == TileSettings()
-    settings = TileSettings.for_tile_size(768)
-    assert (settings.vae_tile, settings.unet_tile, settings.vae_overlap) == (96, 96, 24)
-    assert TileSettings.for_tile_size(64).unet_tile == 32  # never smaller than 256 px
-
-
-def test_the_tiling_policy_tiles_what_does_not_fit_and_learns_from_running_out_of_memory():
-    from hires_upscale.lowvram import MemoryFacts, TilingPolicy, second_pass_bytes
-
-    policy = TilingPolicy()
-    cpu = MemoryFacts(None)  # no reliable number: never tiles on a guess
-    roomy = MemoryFacts(10 * second_pass_bytes(1024, 1024))
-    tight = MemoryFacts(second_pass_bytes(1024, 1024) // 2)
-    assert not policy.tiled("auto", (1024, 1024), 1, cpu) and not policy.tiled("auto", (1024, 1024), 1, roomy)
-    assert policy.tiled("auto", (1024, 1024), 1, tight)
-    assert policy.tiled("on", (64, 64), 1, roomy) and not policy.tiled("off", (4096, 4096), 1, tight)
-    # a batch runs together where it fits, else one image at a time; never together when tiled is on
-    assert policy.batch_together("auto", (1024, 1024), 4, roomy) and not policy.batch_together("auto", (1024, 1024),
-                                                                                                 12, roomy)
-    assert not policy.batch_together("on", (64, 64), 2, roomy) and not policy.batch_together("auto", (64, 64), 1, roomy)
-    # after an out-of-memory error: only auto retries, only untiled single images, and the size is remembered
-    assert not policy.retry_tiled("off", (1024, 1024), 1, was_tiled=False)
-    assert not policy.retry_tiled("auto", (1024, 1024), 1, was_tiled=True)
-    assert not policy.retry_tiled("auto", (1024, 1024), 2, was_tiled=False)
-    assert not policy.tiled("auto", (1024, 1024), 1, cpu)
-    assert policy.retry_tiled("auto", (1024, 1024), 1, was_tiled=False)
-    assert policy.tiled("auto", (1024, 1024), 1, cpu) and policy.tiled("auto", (2048, 1024), 1, cpu)
-    assert not policy.tiled("auto", (1024, 768), 1, cpu)  # smaller than what ran out: untiled still
-    assert not TilingPolicy().tiled("auto", (1024, 1024), 1, cpu)  # another session has learnt nothing

@@ -1,0 +1,148 @@
+"""The adapter's use cases (service) and its second pass (backend) on a stand-in WebUI and a
+`FakeHost`: one job planned once, each image's outcome, the out-of-memory ladder as it runs.
+Wiring only; tests/webui runs the same on the real hosts."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import standin_webui
+from standin_webui import FakeHost, noise
+
+OOM = RuntimeError("CUDA out of memory. Tried to allocate 9.50 GiB")
+
+
+@pytest.fixture
+def webui(monkeypatch, tmp_path):
+    yield standin_webui.install(monkeypatch, tmp_path)
+    standin_webui.forget_adapter()
+
+
+@pytest.fixture
+def adapter(webui):
+    import hires_upscale.webui.backend as backend
+    import hires_upscale.webui.service as service
+
+    return types.SimpleNamespace(service=service, backend=backend, job=__import__("hires_upscale.webui.job").webui.job)
+
+
+class Processing:
+    """A txt2img job of the WebUI as the script's hooks see it."""
+
+    def __init__(self, count: int = 2, size: tuple[int, int] = (64, 64), steps: int = 20) -> None:
+        self.width, self.height = size
+        self.steps, self.batch_size, self.iteration = steps, count, 0
+        self.all_prompts = [f"prompt {i}" for i in range(count)]
+        self.all_negative_prompts = ["blurry"] * count
+        self.all_seeds = [100 + i for i in range(count)]
+        self.all_subseeds = [7] * count
+        self.subseed_strength, self.sampler_name, self.cfg_scale = 0.0, "Euler", 7.0
+        self.outpath_samples, self.scripts, self.script_args = "", None, []
+        self.extra_generation_params: dict = {}
+        self.comments: list[str] = []
+
+    def comment(self, text: str) -> None:
+        self.comments.append(text)
+
+
+def session(adapter, **host):
+    return adapter.backend.Session(FakeHost(**host))
+
+
+def args(**values):
+    return [{"upscaler": "Lanczos", "hires_steps": 3, **values}]
+
+
+def batch(adapter, p, session_, count):
+    import torch
+
+    tensors = [torch.rand(3, p.height, p.width) for _ in range(count)]
+    adapter.service.postprocess_batch(p, tensors, session_)
+    return tensors
+
+
+def test_the_plan_advised_in_process_is_the_plan_that_runs(adapter, webui):
+    p, on = Processing(), session(adapter)
+    adapter.service.prepare(p, args(scale=4, denoise=0.6), on)  # 4x in one pass: advice
+    job = adapter.job.job_of(p)
+    assert job is not None and job.plan.target == (256, 256)
+    assert [c.removeprefix("Hires upscale: ") for c in p.comments] == [a.message for a in job.plan.advice] != []
+    batch(adapter, p, on, 2)
+    [second] = webui.passes
+    assert (second.width, second.height, second.steps, second.batch_size) == (256, 256, 3, 2)
+    assert second.seed == [100, 101] and second.prompt == ["prompt 0", "prompt 1"]
+    assert second._hires_upscale_inner and second._ad_inner  # never upscaled again, by us or ADetailer
+    assert on.host.loaded_back == [webui.shared.sd_model.sd_checkpoint_info]  # the first pass's model is back
+    assert all(type(outcome).__name__ == "Result" for outcome in job.outcomes.values())
+
+
+def test_an_inner_pass_and_bad_arguments_are_never_upscaled(adapter, webui):
+    inner, on = Processing(), session(adapter)
+    inner._ad_inner = True
+    adapter.service.prepare(inner, args(), on)
+    assert adapter.job.job_of(inner) is None
+    bad = Processing()
+    adapter.service.prepare(bad, [{"upscaler": "Lanczos", "scale": "twice"}], on)
+    assert adapter.job.job_of(bad) is None
+    assert "scale: 'twice' is not allowed" in bad.extra_generation_params["Hires upscale error"]
+    assert webui.passes == []
+
+
+def test_a_failed_pass_keeps_the_images_and_says_why_in_each_infotext(adapter, webui):
+    p, on = Processing(), session(adapter)
+    adapter.service.prepare(p, args(), on)
+    webui.failing[2] = ValueError("an extension broke the pass")
+    tensors = batch(adapter, p, on, 2)
+    before = [t.clone() for t in tensors]
+    job = adapter.job.job_of(p)
+    assert [type(o).__name__ for o in job.outcomes.values()] == ["Failure", "Failure"]
+    assert all(t.shape == b.shape for t, b in zip(tensors, before, strict=True))  # still the first pass's size
+    for index in range(2):
+        p.batch_index = index
+        adapter.service.postprocess(p, noise(64, 64), on)
+        assert "ValueError: an extension broke the pass" in p.extra_generation_params["Hires upscale error"]
+        assert "Hires upscale to" not in p.extra_generation_params
+
+
+def test_a_batch_that_runs_out_of_memory_runs_one_at_a_time_then_tiled(adapter, webui, monkeypatch):
+    p, on = Processing(), session(adapter)
+    # a GPU with room for the batch: it is tried together first
+    monkeypatch.setattr(adapter.backend, "_memory", lambda: adapter.backend.MemoryFacts(10**12))
+    adapter.service.prepare(p, args(), on)
+    webui.failing[2] = OOM
+    calls = iter([OOM, None, None])
+
+    def first_single_fails(img2img):  # image 0 alone runs out of memory untiled, then every image fits tiled
+        webui.passes.append(img2img)
+        img2img.init()
+        error = next(calls) if img2img.batch_size == 1 else OOM
+        if error is not None:
+            raise error
+        return types.SimpleNamespace(images=[i.resize((img2img.width, img2img.height)) for i in img2img.init_images],
+                                     extra_generation_params={})
+
+    monkeypatch.setattr(webui.modules["modules.processing"], "process_images", first_single_fails)
+    batch(adapter, p, on, 2)
+    assert [(x.batch_size, bool(x.seed == 100 or x.seed == 101)) for x in webui.passes] == [
+        (2, False), (1, True), (1, True), (1, True)]
+    assert on.host.tiled == [(128, 128), (128, 128)]  # image 0 again and image 1: tiled from then on
+    assert on.tiling.out_of_memory_from == 128 * 128  # remembered for the session
+    notes = [n.code for n in adapter.job.job_of(p).outcomes[0].notices]
+    assert notes == ["batch_after_oom", "tiled_after_oom"]
+
+
+def test_a_host_that_cannot_tile_says_so_when_tiling_is_asked_for(adapter, webui):
+    p, on = Processing(count=1), session(adapter, untileable="its UNet is a DiT")
+    adapter.service.prepare(p, args(tiled="on"), on)
+    batch(adapter, p, on, 1)
+    assert on.host.tiled == [] and len(webui.passes) == 1
+    [notice] = adapter.job.job_of(p).outcomes[0].notices
+    assert notice.code == "tiling_unavailable" and "its UNet is a DiT" in notice.message
+
+
+def test_the_api_host_reports_which_webui_it_is(adapter):
+    host = adapter.service.WebUIApiHost(session(adapter, kind="forge", max_modules=4,
+                                                files={"ae.safetensors": "/m/ae.safetensors"}))
+    options = host.options()
+    assert (options["host"], options["max_modules"], options["modules"]) == ("forge", 4, ["ae.safetensors"])
