@@ -6,7 +6,8 @@ One policy for all of them:
 - a file that cannot be used (unreadable, no PNG info, a model that fails on it) is reported and
   the run goes on with the next;
 - an interrupt stops the run: the interrupted image is reported, never written, and a rerun redoes it;
-- every PNG text chunk of the input is kept in the output, the caller's text added over them.
+- every PNG text chunk of the input is kept in a PNG output, the caller's text added over them (a
+  JPEG or WebP output keeps the "parameters" text, as its EXIF UserComment).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from PIL import Image
 
 from .errors import HiresUpscaleError, Interrupted, OutputExistsError
 from .folders import Job
-from .images import open_image, save_png, text_chunks
+from .images import open_image, record_of, save_image
 from .pipeline import Result
 
 #: What to do where an output exists: skip it (resume), replace it, or write `<stem>-1.png`...
@@ -69,7 +70,10 @@ def run_files(jobs: Iterable[Job], upscale: Upscale, *, existing: ExistingOutput
         if result.interrupted:
             yield Done(job.source, result, None)
             return
-        chunks = {**text_chunks(image), **text}
+        record = record_of(image)
+        chunks = {**record.chunks, **text}
+        if "parameters" not in chunks and record.user_comment:  # a JPEG's or WebP's EXIF record, kept in a PNG
+            chunks["parameters"] = record.user_comment
         try:
             written = _write(result.image, job.output, chunks, existing)
         except OutputExistsError:  # another writer took the name meanwhile
@@ -80,11 +84,11 @@ def run_files(jobs: Iterable[Job], upscale: Upscale, *, existing: ExistingOutput
 
 def _write(image: Image.Image, output: Path, text: dict[str, str], existing: ExistingOutput) -> Path:
     if existing != "new name":
-        return save_png(image, output, text=text, overwrite=existing == "replace")
+        return save_image(image, output, text=text, overwrite=existing == "replace")
     for attempt in range(_MAX_NAME_ATTEMPTS):
         candidate = output if attempt == 0 else output.with_name(f"{output.stem}-{attempt}{output.suffix}")
         try:
-            return save_png(image, candidate, text=text)
+            return save_image(image, candidate, text=text)
         except OutputExistsError:
             continue
     raise OutputExistsError(output)

@@ -2,11 +2,13 @@
 
     python -m hires_upscale upscale IN [IN ...] [--model PATH|lanczos]
         [--scale 2 | --width W --height H] [--fit crop|fill|stretch]
-        [--tile-size N] [--sharpen 0.3] [--precision auto|fp32] -o OUTDIR [--overwrite]
+        [--tile-size N] [--sharpen 0.3] [--precision auto|fp32] [--format png|same] -o OUTDIR [--overwrite]
 
-Each input becomes OUTDIR/<name>.png with the input's PNG text chunks kept
-(so the WebUI's "parameters" survive). Outputs are written atomically and an
-existing file is never replaced without --overwrite: a rerun skips what is done.
+Each input becomes OUTDIR/<name>.png (with --format same, a JPEG or WebP input
+stays JPEG or WebP) with the input's generation info kept: its PNG text chunks,
+or a JPEG's or WebP's EXIF record (the WebUI's "parameters" survive either way).
+Outputs are written atomically and an existing file is never replaced without
+--overwrite: a rerun skips what is done.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="auto: bf16/fp16 where the model and device support it; fp32: always full precision")
     up.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if present)")
+    up.add_argument("--format", choices=("png", "same"), default="png",
+                    help="png (default), or same: a JPEG or WebP input gives the same format back, its generation "
+                    "info in EXIF as the WebUI writes it")
     up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return parser
 
@@ -89,7 +94,7 @@ def upscale_command(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        jobs = plan_jobs(_expand(args.inputs), args.output_dir)
+        jobs = plan_jobs(_expand(args.inputs), args.output_dir, same_format=args.format == "same")
     except OutputClashError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HiresUpscaleError
-from .images import IMAGE_SUFFIXES
+from .images import IMAGE_SUFFIXES, output_suffix
 
 
 class PathNotAllowedError(HiresUpscaleError):
@@ -60,9 +60,10 @@ def image_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
-def plan_jobs(sources: Iterable[Path], output_dir: Path) -> list[Job]:
-    """One job per source, output `output_dir/<stem>.png`; refuses clashes before any work starts."""
-    jobs = [Job(source, output_dir / f"{source.stem}.png") for source in sources]
+def plan_jobs(sources: Iterable[Path], output_dir: Path, *, same_format: bool = False) -> list[Job]:
+    """One job per source, output `output_dir/<stem>.png` (with `same_format`, a JPEG or WebP input's
+    own suffix); refuses clashes before any work starts."""
+    jobs = [Job(source, output_dir / f"{source.stem}{output_suffix(source, same_format)}") for source in sources]
     seen: dict[Path, Path] = {}
     for job in jobs:
         output = job.output.resolve()

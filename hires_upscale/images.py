@@ -16,6 +16,7 @@ import secrets
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +24,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .advice import Advice
 from .errors import ImageLoadError, OutputExistsError
+from .metadata import Record, decode_user_comment
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 #: Larger inputs are refused before their pixels are decoded (about 8192x8192).
@@ -30,6 +32,10 @@ MAX_INPUT_PIXELS = 8192 * 8192
 #: `image.info` key of the notices `open_image` leaves about what it did not keep (see `notices`).
 #: Not a string, so it never becomes a PNG text chunk of an output.
 NOTICES_KEY = "hires_upscale_notices"
+#: `image.info` key of the file the image came from (`Source`): its format and its record.
+SOURCE_KEY = "hires_upscale_source"
+#: EXIF tags: the Exif IFD, and its UserComment (where the WebUI writes its infotext into JPEG/WebP/AVIF)
+EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 
@@ -52,6 +58,27 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
 def notices(image: Image.Image) -> list[Advice]:
     """What `open_image` left out of this image, for the user to see (the run's warnings)."""
     return list(image.info.get(NOTICES_KEY, ()))
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an opened image came from: its file format ("PNG", "JPEG", "WEBP"...) and what the file
+    holds beside its pixels."""
+
+    format: str
+    record: Record
+
+
+def record_of(image: Image.Image) -> Record:
+    """The file's text chunks and EXIF UserComment of an opened image (its PNG text alone for an
+    image made in memory)."""
+    source = image.info.get(SOURCE_KEY)
+    return source.record if isinstance(source, Source) else Record(text_chunks(image))
+
+
+def source_format(image: Image.Image) -> str | None:
+    source = image.info.get(SOURCE_KEY)
+    return source.format if isinstance(source, Source) else None
 
 
 def decode_base64_image(data: str, name: str = "image") -> Image.Image:
@@ -93,6 +120,9 @@ def _read(stream: BinaryIO, path: Path) -> Image.Image:
                 raise ImageLoadError(path, f"{width}x{height} is more than the {MAX_INPUT_PIXELS:,} pixels allowed")
             frames = getattr(opened, "n_frames", 1)
             opened.seek(0)
+            record = _record(opened)
+            source = Source(opened.format or "", record)
+            mode = opened.mode
             image = ImageOps.exif_transpose(opened)
             image.load()
             info = dict(opened.info)
@@ -108,8 +138,42 @@ def _read(stream: BinaryIO, path: Path) -> Image.Image:
     if frames > 1:
         found.append(Advice("first_frame", "info", "image",
                             f"The file has {frames} frames; only the first is upscaled."))
+    converted = _CONVERTED.get(mode)
+    if converted:
+        found.append(Advice("mode_converted", "info", "image", converted))
     image.info[NOTICES_KEY] = found
+    image.info[SOURCE_KEY] = source
     return image
+
+
+#: What reading an image of these modes changed, said to the user.
+_CONVERTED = {
+    "CMYK": "The image is CMYK; it was converted to RGB (without its colour profile, so colours may shift).",
+    "I;16": "The image has 16 bits per channel; it was reduced to 8 bits.",
+    "I;16B": "The image has 16 bits per channel; it was reduced to 8 bits.",
+    "I;16L": "The image has 16 bits per channel; it was reduced to 8 bits.",
+    "I": "The image has 32-bit integer values; it was reduced to 8 bits.",
+    "F": "The image has floating-point values; it was converted to 8 bits.",
+    "YCbCr": "The image is YCbCr; it was converted to RGB.",
+    "LAB": "The image is Lab; it was converted to RGB.",
+}
+
+
+def _record(opened: Image.Image) -> Record:
+    """What the file holds beside its pixels: PNG text chunks, the EXIF UserComment (the Exif IFD's,
+    else the first IFD's, where Fooocus writes it), a GIF's comment."""
+    chunks = {k: v for k, v in opened.info.items() if isinstance(v, str)}
+    chunks.update({str(k): str(v) for k, v in (getattr(opened, "text", None) or {}).items()})
+    comment = opened.info.get("comment")
+    if isinstance(comment, bytes) and comment:
+        chunks.setdefault("comment", comment.decode("utf-8", errors="replace"))
+    user_comment = None
+    try:
+        exif = opened.getexif()
+        user_comment = decode_user_comment(exif.get_ifd(EXIF_IFD).get(USER_COMMENT) or exif.get(USER_COMMENT))
+    except Exception:  # a broken EXIF block must not cost the pixels; the record is then the text alone
+        user_comment = None
+    return Record(chunks, user_comment)
 
 
 def _text_dropped(key: str, size: int | None) -> Advice:
@@ -194,6 +258,55 @@ def text_chunks(image: Image.Image) -> dict[str, str]:
     return {k: v for k, v in image.info.items() if isinstance(v, str)}
 
 
+#: The formats an output may take (`output_format: "same"` keeps these), by file suffix.
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+#: JPEG and WebP quality of our outputs (the WebUI's own default is 80; an upscale deserves more).
+LOSSY_QUALITY = 92
+
+
+def output_suffix(source: Path, same_format: bool) -> str:
+    """An output's suffix: PNG, or with `same_format` the input's own where it is JPEG or WebP."""
+    suffix = source.suffix.lower()
+    return suffix if same_format and suffix in OUTPUT_FORMATS else ".png"
+
+
+def encode_image(image: Image.Image, stream: BinaryIO, fmt: str, text: dict[str, str] | None = None) -> None:
+    """`image` in `fmt` with its generation info where each format keeps it, as the WebUI saves: PNG
+    text chunks (all of `text`); JPEG and WebP: `text["parameters"]` as the EXIF UserComment
+    ("UNICODE\0" + UTF-16-BE, what the WebUI and its PNG Info read). JPEG has no alpha: flattened
+    on white."""
+    text = text or {}
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            if value.isascii():
+                info.add_text(key, value)
+            else:
+                info.add_itxt(key, value)
+        image.save(stream, format="PNG", pnginfo=info)
+        return
+    exif = Image.Exif()
+    if text.get("parameters"):
+        exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\0" + text["parameters"].encode("utf-16-be")
+    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+        flat = Image.new("RGB", image.size, "white")
+        flat.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        image = flat
+    image.save(stream, format=fmt, quality=LOSSY_QUALITY, exif=exif)
+
+
+def save_image(
+    image: Image.Image, path: str | os.PathLike[str], *, text: dict[str, str] | None = None, overwrite: bool = False
+) -> Path:
+    """Write `image` in the format its suffix names (PNG, JPEG, WebP; see `encode_image`) with its text,
+    atomically; refuse to replace a file unless `overwrite`."""
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise OutputExistsError(path)
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower(), "PNG")
+    return write_atomically(path, lambda stream: encode_image(image, stream, fmt, text), overwrite=overwrite)
+
+
 def save_png(
     image: Image.Image, path: str | os.PathLike[str], *, text: dict[str, str] | None = None, overwrite: bool = False
 ) -> Path:
@@ -201,13 +314,7 @@ def save_png(
     path = Path(path)
     if not overwrite and path.exists():
         raise OutputExistsError(path)
-    info = PngImagePlugin.PngInfo()
-    for key, value in (text or {}).items():
-        if value.isascii():
-            info.add_text(key, value)
-        else:
-            info.add_itxt(key, value)
-    return write_atomically(path, lambda stream: image.save(stream, format="PNG", pnginfo=info), overwrite=overwrite)
+    return write_atomically(path, lambda stream: encode_image(image, stream, "PNG", text), overwrite=overwrite)
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None], *, overwrite: bool) -> Path:

@@ -211,27 +211,37 @@ class Pipeline:
             _finished(results, UPSCALE, [self._upscale(result.image, plan, report, stop) for result in results])
         if SECOND_PASS not in stages or self.backend is None:
             return
-        for result in results:
-            if result.image.mode in ("RGBA", "LA"):
-                result.image, notice = _flatten(result.image, getattr(self.backend, "background", DEFAULT_BACKGROUND))
-                result.notices.append(notice)
+        # img2img has no alpha: the picture goes in flattened, and its alpha comes back on the result
+        background = getattr(self.backend, "background", DEFAULT_BACKGROUND)
+        alphas = [result.image.getchannel("A") if result.image.mode in ("RGBA", "LA") else None for result in results]
+        inputs = [_flatten(result.image, background) if alpha is not None else result.image
+                  for result, alpha in zip(results, alphas, strict=True)]
 
         def notify(advice: Advice) -> None:
             for result in results:
                 result.notices.append(advice)
 
-        inputs = [result.image for result in results]
         passed = self.backend.second_pass(
             inputs, plan, progress=lambda done, total: report(SECOND_PASS, done, total), should_stop=stop,
             notify=notify,
         )
-        _finished(results, SECOND_PASS, passed)
         if COLOR_FIX in stages:
             if stop():
+                _finished(results, SECOND_PASS, _with_alphas(passed, alphas))
                 raise Interrupted("stopped before the color fix")
-            _finished(results, COLOR_FIX, [color_fix(result.image, _at_target(image, plan), plan.params.color_fix)
-                                           for result, image in zip(results, inputs, strict=True)])
+            _finished(results, SECOND_PASS, _with_alphas(passed, alphas))
+            _finished(results, COLOR_FIX, _with_alphas(
+                [color_fix(image, _at_target(flat, plan), plan.params.color_fix)
+                 for image, flat in zip(passed, inputs, strict=True)], alphas))
             report(COLOR_FIX, 1, 1)
+        else:
+            _finished(results, SECOND_PASS, _with_alphas(passed, alphas))
+        for result, alpha in zip(results, alphas, strict=True):
+            if alpha is not None:
+                result.notices.append(Advice(
+                    "alpha_kept", "info", "image",
+                    f"The image's transparency was kept apart: the picture went through the second pass flattened "
+                    f"onto {background} (img2img has no alpha), and its alpha, upscaled, was put back."))
 
     def _upscale(self, image: Image.Image, plan: Plan, report: Progress, stop: ShouldStop) -> Image.Image:
         """Upscale to the plan's pre-fit size, then crop/fill/stretch to the target."""
@@ -260,14 +270,20 @@ def _finished(results: list[Result], stage: str, images: list[Image.Image]) -> N
         result.stages.append(stage)
 
 
-def _flatten(image: Image.Image, background: str) -> tuple[Image.Image, Advice]:
-    """`image` composited onto `background`, as RGB: img2img has no alpha, so say where it went.
-
-    Done here rather than left to the host so the result is the same in every WebUI, and told.
-    """
+def _flatten(image: Image.Image, background: str) -> Image.Image:
+    """`image` composited onto `background`, as RGB (done here rather than left to the host, so the
+    picture is the same in every WebUI)."""
     flat = Image.new("RGBA", image.size, background)
     flat.alpha_composite(image.convert("RGBA"))
-    notice = Advice("alpha_flattened", "info", "image",
-                    f"The image's transparency was flattened onto {background} for the second pass "
-                    "(img2img has no alpha); the result is opaque. With denoise 0 the alpha is kept.")
-    return flat.convert("RGB"), notice
+    return flat.convert("RGB")
+
+
+def _with_alphas(images: list[Image.Image], alphas: list[Image.Image | None]) -> list[Image.Image]:
+    """Each image with its alpha put back (resized to it: a latent mode's pass upscales in latent space)."""
+    done = []
+    for image, alpha in zip(images, alphas, strict=True):
+        if alpha is not None:
+            image = image.convert("RGBA")
+            image.putalpha(alpha if alpha.size == image.size else alpha.resize(image.size, Image.Resampling.LANCZOS))
+        done.append(image)
+    return done

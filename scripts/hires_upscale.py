@@ -25,6 +25,8 @@ class HiresUpscaleScript(scripts.Script):
         accordion = ui.AccordionUI(is_img2img, SESSION)
         components = accordion.build()
         self.infotext_fields = accordion.infotext_fields()
+        startup.attempt("adding the Hires upscale button under the gallery", "it is missing",
+                        lambda: ui.GalleryButton(accordion, SESSION).hook(self))
         return components
 
     def process(self, p, *args) -> None:

@@ -81,9 +81,11 @@ class WebUI:
 def install(monkeypatch, tmp_path) -> WebUI:
     """The stand-in `modules` in sys.modules (undone by monkeypatch), and the adapter imported against it."""
     shared = types.SimpleNamespace(
-        opts=types.SimpleNamespace(data={}, samples_save=False), cmd_opts=types.SimpleNamespace(), state=State(),
+        opts=types.SimpleNamespace(data={}, samples_save=False, sd_model_checkpoint="loaded.safetensors [abc]"),
+        cmd_opts=types.SimpleNamespace(), state=State(),
         sd_upscalers=[types.SimpleNamespace(name="Lanczos", scaler=types.SimpleNamespace(name="Lanczos"),
-                                            data_path=None)], sd_model=types.SimpleNamespace(sd_checkpoint_info=types.SimpleNamespace(filename="a.ckpt")),
+                                            data_path=None)],
+        sd_model=types.SimpleNamespace(sd_checkpoint_info=types.SimpleNamespace(filename="a.ckpt")),
         latent_upscale_modes={"Latent": {"mode": "bilinear", "antialias": False}})
     webui = WebUI({}, shared)
     processing = types.SimpleNamespace(StableDiffusionProcessingImg2Img=Img2Img, process_images=webui.process_images)
@@ -108,6 +110,7 @@ def install(monkeypatch, tmp_path) -> WebUI:
                                                    get_closet_checkpoint_match=lambda name: None,
                                                    checkpoints_list={}),
         "modules.call_queue": types.SimpleNamespace(queue_lock=nullcontext()),
+        "modules.sd_samplers": types.SimpleNamespace(visible_sampler_names=lambda: ["DPM++ 2M", "Euler a", "Euler"]),
     }
     for name, module in webui.modules.items():
         monkeypatch.setitem(sys.modules, name, module)

@@ -173,3 +173,28 @@ def test_what_an_input_loses_is_said(tmp_path):
     assert f"info: {tmp_path / 'anim.gif'}: The file has 3 frames; only the first is upscaled." in done.stderr
     with Image.open(tmp_path / "out" / "huge.png") as result:
         assert result.size == (48, 32) and "parameters" not in result.text and "hires-upscale" in result.text
+
+
+@pytest.mark.reliability(area="CLI", tried="a JPEG and a WebP the WebUI saved (infotext in EXIF), --format png, same",
+                         expected="PNG outputs carry it as 'parameters'; with same, JPEG/WebP back with it in EXIF")
+def test_jpeg_and_webp_keep_their_generation_info_in_either_output_format(tmp_path):
+    from hires_upscale.images import open_image, record_of
+    from hires_upscale.metadata import read_generation
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + PARAMETERS.encode("utf-16-be")
+    for suffix in ("jpg", "webp"):
+        noise_image(48, 32).save(tmp_path / f"made.{suffix}", exif=exif, quality=95)
+    for suffix in ("jpg", "webp"):
+        done = run_cli("upscale", tmp_path / f"made.{suffix}", "-o", tmp_path / suffix)
+        assert done.returncode == 0, done.stderr
+        with Image.open(tmp_path / suffix / "made.png") as result:
+            assert result.text["parameters"] == PARAMETERS
+    done = run_cli("upscale", tmp_path / "made.jpg", tmp_path / "made.webp", "--format", "same",
+                   "-o", tmp_path / "same")
+    assert done.returncode == 0, done.stderr
+    for name, fmt in (("made.jpg", "JPEG"), ("made.webp", "WEBP")):
+        image = open_image(tmp_path / "same" / name)
+        assert image.size == (96, 64) and Image.open(tmp_path / "same" / name).format == fmt
+        found = read_generation(record_of(image))
+        assert (found.source, found.info.seed) == ("EXIF UserComment", 1234)

@@ -122,7 +122,7 @@ def test_advice_travels_with_the_result():
     assert isinstance(result.image, Image.Image)
 
 
-# -- transparency: kept when only upscaling, flattened (and said) before a second pass ----------
+# -- transparency: kept when only upscaling; around a second pass, flattened for it and put back ---
 
 def half_transparent(mode: str) -> Image.Image:
     """Left half fully transparent, right half opaque."""
@@ -151,8 +151,9 @@ def test_upscale_only_keeps_the_alpha(mode, upscaler, rrdb_small):
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 @pytest.mark.parametrize("background, expected", [(None, (255, 255, 255)), ("#102030", (16, 32, 48))])
 @pytest.mark.reliability(area="Images", tried="RGBA and LA inputs with a second pass",
-                         expected="flattened onto the WebUI's background colour, told as 'alpha_flattened'")
-def test_a_second_pass_gets_the_image_flattened_onto_the_background(mode, background, expected):
+                         expected="the pass gets them flattened onto the WebUI's background colour; the result "
+                         "is RGBA with the upscaled alpha, told as 'alpha_kept'")
+def test_a_second_pass_gets_the_image_flattened_and_the_result_its_alpha_back(mode, background, expected):
     class Spy(RecordingImg2Img):
         def second_pass(self, images, plan, *, progress, should_stop, notify):
             self.received = images[0].copy()
@@ -163,8 +164,10 @@ def test_a_second_pass_gets_the_image_flattened_onto_the_background(mode, backgr
         backend.background = background  # the WebUI's img2img_background_color
     result = lanczos_pipeline(backend).run(half_transparent(mode), HiresParams(denoise=0.3))
     assert backend.received.mode == "RGB" and backend.received.getpixel((2, 64)) == expected
-    assert result.image.mode == "RGB"
-    [notice] = [a for a in result.advice if a["code"] == "alpha_flattened"]
+    assert result.image.mode == "RGBA" and result.image.size == (128, 128)
+    alpha = result.image.getchannel("A")
+    assert alpha.getpixel((2, 64)) == 0 and alpha.getpixel((125, 64)) == 255
+    [notice] = [a for a in result.advice if a["code"] == "alpha_kept"]
     assert notice["field"] == "image" and (background or "#ffffff") in notice["message"]
 
 

@@ -146,3 +146,86 @@ def test_the_api_host_reports_which_webui_it_is(adapter):
                                                 files={"ae.safetensors": "/m/ae.safetensors"}))
     options = host.options()
     assert (options["host"], options["max_modules"], options["modules"]) == ("forge", 4, ["ae.safetensors"])
+
+
+# -- any picture a user brings: where the second pass's prompt and settings come from --------------
+
+def existing(text: dict[str, str] | None = None, fmt: str = "PNG"):
+    """A 64x64 picture as the tab and the API open one, with these PNG texts."""
+    import base64
+    import io
+
+    from PIL import PngImagePlugin
+
+    from hires_upscale.images import decode_base64_image
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    noise(64, 64).save(buffer, fmt, **({"pnginfo": info} if fmt == "PNG" else {}))
+    return decode_base64_image(base64.b64encode(buffer.getvalue()).decode())
+
+
+def upscaled(adapter, image, **params):
+    from hires_upscale.params import HiresParams
+
+    values = {"enabled": True, "upscaler": "Lanczos", "hires_steps": 0, **params}
+    return adapter.service.upscale_existing(image, HiresParams.from_mapping(values), session(adapter))
+
+
+def codes(done) -> list[str]:
+    return [notice.code for notice in done.result.notices]
+
+
+def test_a_photo_runs_with_the_webuis_defaults_each_named_and_no_prompt_said(adapter, webui):
+    done = upscaled(adapter, existing(fmt="JPEG"), denoise=0.3)
+    [second] = webui.passes
+    assert (second.prompt, second.sampler_name, second.cfg_scale, second.steps) == ("", "DPM++ 2M", 7.0, 20)
+    assert codes(done) == ["no_prompt", "image_defaults"]
+    defaults = done.result.notices[1].message
+    assert f"seed {second.seed}," in defaults and "20 steps" in defaults and "sampler DPM++ 2M" in defaults
+    assert "CFG scale 7" in defaults and "the loaded checkpoint loaded.safetensors [abc]" in defaults
+    assert "Hires upscale notes: " in done.infotext and f"seed {second.seed}" in done.infotext
+
+
+def test_a_typed_prompt_is_the_passes_and_an_upscale_only_needs_nothing(adapter, webui):
+    done = upscaled(adapter, existing(fmt="JPEG"), denoise=0.3, prompt="a harbour at noon", seed=7)
+    assert webui.passes[0].prompt == "a harbour at noon" and webui.passes[0].seed == 7
+    assert "no_prompt" not in codes(done)
+    only = upscaled(adapter, existing(fmt="JPEG"), denoise=0)
+    assert len(webui.passes) == 1 and only.result.image.size == (128, 128)  # no second pass ran
+    assert "Hires upscale notes" not in only.infotext
+
+
+def test_another_tools_prompt_is_taken_and_its_source_said(adapter, webui):
+    import json
+
+    from test_metadata import comfy_graph
+
+    done = upscaled(adapter, existing({"prompt": json.dumps(comfy_graph())}), denoise=0.3)
+    second = webui.passes[0]
+    assert (second.prompt, second.negative_prompt, second.seed) == ("a bottle with a galaxy inside",
+                                                                    "text, watermark", 156680208700286)
+    [source] = [n for n in done.result.notices if n.code == "prompt_source"]
+    assert source.message == "The prompt came from ComfyUI's record: the ComfyUI graph, node 6."
+
+
+def test_the_webuis_own_png_says_nothing_more(adapter, webui):
+    from conftest import PARAMETERS
+
+    done = upscaled(adapter, existing({"parameters": PARAMETERS}), denoise=0.3)
+    assert webui.passes[0].seed == 1234 and webui.passes[0].prompt.startswith("a lighthouse at dusk")
+    assert codes(done) == ["image_checkpoint_missing"]  # its "Model: sd15" is not in the stand-in: only that is said
+    assert done.infotext.startswith(PARAMETERS.split("\n")[0])
+
+
+def test_an_unreadable_record_is_refused_for_a_second_pass_without_a_typed_prompt(adapter, webui):
+    from hires_upscale.errors import ParamsError
+
+    broken = {"parameters": '{"prompt": "cut off'}
+    with pytest.raises(ParamsError, match="could not be read"):
+        upscaled(adapter, existing(broken), denoise=0.3)
+    assert webui.passes == []
+    assert upscaled(adapter, existing(broken), denoise=0.3, prompt="typed").result.image.size == (128, 128)
+    assert upscaled(adapter, existing(broken), denoise=0).result.image.size == (128, 128)

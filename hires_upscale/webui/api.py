@@ -41,7 +41,7 @@ from ..errors import (
     TargetTooLargeError,
     UpscalerFailed,
 )
-from ..images import decode_base64_image
+from ..images import decode_base64_image, encode_image, source_format
 from ..params import HiresParams, json_schema
 from ..pipeline import NamedResult
 
@@ -63,9 +63,15 @@ STATUSES: tuple[tuple[type[HiresUpscaleError], int, tuple[str, ...], str], ...] 
 )
 
 
+#: `output_format`: PNG always, or the input's own where it is JPEG or WebP.
+OUTPUT_FORMATS = ("png", "same")
+
+
 class UpscaledImage(BaseModel):
     name: str
-    image: str = Field(description="base64 PNG with its parameters text")
+    image: str = Field(description="base64 image (PNG, or with output_format 'same' a JPEG or WebP input's own "
+                                   "format) with its parameters text (PNG text; JPEG/WebP: EXIF UserComment)")
+    format: str = Field("PNG", description="PNG, JPEG or WEBP")
     infotext: str
     width: int
     height: int
@@ -141,11 +147,15 @@ def request_schema() -> dict[str, Any]:
                 "description": f"{description} At most {MAX_IMAGES} images in 'images' and 'paths' together."}
 
     return {"title": "UpscaleRequest", "type": "object", "properties": {
-        "images": strings("Images as base64 (PNG, JPEG, WebP; data: URLs accepted). PNGs made by the WebUI "
-                          "carry their prompt and seed."),
+        "images": strings("Images as base64 (PNG, JPEG, WebP...; data: URLs accepted). Any picture: the prompt "
+                          "and seed are read from the WebUI's, ComfyUI's, NovelAI's, InvokeAI's, Fooocus's or "
+                          "SwarmUI's record where it has one; with none, the typed prompt and the WebUI's defaults."),
         "paths": strings("Image files inside the allowed folders (the WebUI's output folders and those in "
                          "the settings)."),
         "params": params,
+        "output_format": {"type": "string", "enum": list(OUTPUT_FORMATS), "default": "png",
+                          "description": "png, or same: a JPEG or WebP input comes back in its own format, its "
+                                         "generation info in EXIF as the WebUI writes it."},
     }}
 
 
@@ -181,8 +191,9 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _parse(body: bytes) -> tuple[list[str], list[str], dict[str, Any]]:
-    """images, paths and params from the body, or 422 listing every part of the wrong shape."""
+def _parse(body: bytes) -> tuple[list[str], list[str], dict[str, Any], str]:
+    """images, paths, params and the output format from the body, or 422 listing every part of the
+    wrong shape."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -206,14 +217,18 @@ def _parse(body: bytes) -> tuple[list[str], list[str], dict[str, Any]]:
     params = value.get("params", {})
     if not isinstance(params, dict):
         problems.append(entry(("params",), "params must be an object of named parameters"))
+    output_format = value.get("output_format", "png")
+    if output_format not in OUTPUT_FORMATS:
+        problems.append(entry(("output_format",), FieldError("output_format", output_format,
+                                                             " or ".join(map(repr, OUTPUT_FORMATS))).message))
     if problems:
         raise HTTPException(status_code=422, detail=problems)
-    return lists["images"], lists["paths"], params
+    return lists["images"], lists["paths"], params, output_format
 
 
 def _upscale(host: ApiHost, body: bytes, client_gone: Callable[[], bool]) -> UpscaleResponse:
     """The blocking part of `POST upscale`: check, decode, run, encode."""
-    images, paths, overrides = _parse(body)
+    images, paths, overrides, output_format = _parse(body)
     try:
         params = host.base_params(overrides)
     except HiresUpscaleError as error:
@@ -244,14 +259,15 @@ def _upscale(host: ApiHost, body: bytes, client_gone: Callable[[], bool]) -> Ups
         raise unprocessable_at(str(error), *location) from None
     except HiresUpscaleError as error:
         raise refusal(error) from None
+    formats = [_output_format(image, output_format) for _, image in items]
     return UpscaleResponse(images=[
         UpscaledImage(
-            name=done.name, image=_png_base64(done.result.image), infotext=done.infotext,
+            name=done.name, image=_encoded(done.result.image, fmt, done.infotext), format=fmt, infotext=done.infotext,
             width=done.result.image.width, height=done.result.image.height,
             source_width=done.result.plan.source[0], source_height=done.result.plan.source[1],
             warnings=done.result.advice, interrupted=done.result.interrupted,
         )
-        for done in results
+        for done, fmt in zip(results, formats, strict=False)  # a client gone may leave fewer results
     ])
 
 
@@ -280,14 +296,15 @@ async def _in_thread_watching_client(request: Request, work: Callable[..., Any],
     return result
 
 
-def _png_base64(image: Image.Image) -> str:
-    from PIL import PngImagePlugin
+def _output_format(image: Image.Image, output_format: str) -> str:
+    kept = source_format(image) if output_format == "same" else None
+    return kept if kept in ("JPEG", "WEBP") else "PNG"
 
-    info = PngImagePlugin.PngInfo()
-    if image.info.get("parameters"):
-        info.add_text("parameters", image.info["parameters"])
+
+def _encoded(image: Image.Image, fmt: str, infotext: str) -> str:
+    """base64 of `image` in `fmt`, its infotext where the format keeps it (`images.encode_image`)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
+    encode_image(image, buffer, fmt, {"parameters": infotext} if infotext else {})
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -14,9 +15,9 @@ from PIL import Image, ImageColor
 
 from ..advice import Advice
 from ..errors import FieldError, Interrupted, OutOfMemory, ParamsError, SecondPassFailed, is_out_of_memory
-from ..infotext import GenerationInfo
 from ..memory import Attempt, MemoryFacts, TileSettings, TilingPolicy
-from ..params import BUILT_IN_MODULES, HiresParams
+from ..metadata import ImageGeneration
+from ..params import BUILT_IN_MODULES, MAX_SEED, HiresParams
 from ..plan import Plan
 from . import carried, compat, progress
 from .hosts import Host
@@ -98,14 +99,34 @@ class Generation:
         )
 
     @classmethod
-    def from_info(cls, info: GenerationInfo, params: HiresParams, host: Host) -> Generation:
-        """From an image's PNG info, with the hires overrides of `params`."""
-        if not info.prompt and not info.fields:
-            raise ParamsError([FieldError("image", "no PNG info", "an image made by the WebUI (its parameters "
-                                          "text is read for prompt and seed)")])
-        fields = info.fields
+    def from_image(cls, found: ImageGeneration, params: HiresParams, host: Host) -> Generation:
+        """From what an existing image says of how it was made (any tool's record, or none), with the
+        hires overrides of `params`; what neither gives comes from the WebUI's defaults, and every
+        such choice, and where the prompt came from when not from the WebUI's own PNG text, is in
+        the notes."""
+        info, fields = found.info, found.info.fields
+        notes = [Advice("image_info", "info", "image", f"From the image's {found.source or 'record'}: {note}.")
+                 for note in found.notes if found.found]
+        notes += _prompt_notes(found, params)
+        decided: list[str] = []  # what the image did not say, as the WebUI's defaults gave it
+        seed = info.seed
+        if seed is None and params.seed < 0:
+            seed = random.randrange(MAX_SEED + 1)
+            decided.append(f"seed {seed}")
+        if info.steps is None and not params.hires_steps:
+            decided.append(f"{DEFAULT_STEPS} steps")
+        samplers = compat.sampler_names()
+        sampler = fields.get("Sampler")
+        if sampler not in samplers and not params.sampler and samplers:
+            unknown = f" (its {sampler} is not one of this WebUI's)" if sampler else ""
+            decided.append(f"sampler {samplers[0]}{unknown}")
+            sampler = samplers[0]
+        scheduler = fields.get("Schedule type")
+        if scheduler is not None and scheduler not in compat.scheduler_names():
+            scheduler = None  # the WebUI's "Automatic" for the sampler
+        if info.cfg_scale is None and not params.cfg_scale:
+            decided.append(f"CFG scale {DEFAULT_CFG_SCALE:g}")
         override_settings: dict[str, Any] = {}
-        notes: list[Advice] = []
         if "Model" in fields and not params.checkpoint:
             title = find_checkpoint(fields["Model"])
             if title is None:
@@ -114,38 +135,74 @@ class Generation:
                                     f"with the WebUI's, {getattr(shared.opts, 'sd_model_checkpoint', '(none)')}."))
             else:
                 override_settings["sd_model_checkpoint"] = title
+        elif not params.checkpoint:
+            decided.append(f"the loaded checkpoint {getattr(shared.opts, 'sd_model_checkpoint', '(none)')}")
         if _number(fields, "Clip skip", int, 0):
             override_settings["CLIP_stop_at_last_layers"] = _number(fields, "Clip skip", int, 1)
         override_settings.update(checkpoint_override(params))
-        check_modules(params, host)
-        modules = params.modules
-        if not modules:
-            modules, missing = image_modules(fields, host)
-            if host.modules_refused and modules:
-                notes.append(Advice("image_modules_unsupported", "warning", "modules",
-                                    f"The image's VAE / text encoder {', '.join(modules)} was not used: "
-                                    f"{host.modules_refused}; the second pass ran with the WebUI's setting."))
-                modules = ()
-            if missing:
-                notes.append(Advice("image_modules_missing", "warning", "modules",
-                                    f"The image's VAE / text encoder {', '.join(missing)} is not here: the second "
-                                    "pass ran with the WebUI's setting."))
+        if decided:
+            notes.append(Advice("image_defaults", "info", "image", "The image did not say, so the second pass took "
+                                f"the WebUI's: {', '.join(decided)}."))
+        modules, module_notes = _image_modules_for(fields, params, host)
+        notes += module_notes
         for note in notes:
             log.warning("hires upscale: %s", note.message)
         return cls(
             prompt=params.second_pass_prompt(info.prompt),
             negative_prompt=params.second_pass_negative_prompt(info.negative_prompt),
-            seed=params.second_pass_seed(info.seed if info.seed is not None else -1, 0),
+            seed=params.second_pass_seed(seed, 0),
             subseed=_number(fields, "Variation seed", int, -1),
             subseed_strength=_number(fields, "Variation seed strength", float, 0.0),
-            sampler_name=fields.get("Sampler"),
-            scheduler=fields.get("Schedule type"),
-            cfg_scale=params.second_pass_cfg_scale(info.cfg_scale or 7.0),
-            steps=info.steps or 20,
+            sampler_name=sampler,
+            scheduler=scheduler,
+            cfg_scale=params.second_pass_cfg_scale(info.cfg_scale or DEFAULT_CFG_SCALE),
+            steps=info.steps or DEFAULT_STEPS,
             override_settings=override_settings,
             modules=modules,
             notes=tuple(notes),
         )
+
+
+#: What a second pass of an image that does not say takes: the WebUI's own defaults (txt2img's CFG
+#: scale, the API's steps).
+DEFAULT_STEPS = 20
+DEFAULT_CFG_SCALE = 7.0
+
+
+def _prompt_notes(found: ImageGeneration, params: HiresParams) -> list[Advice]:
+    """Where the second pass's prompt came from, where it was not the WebUI's own PNG text, and a
+    pass without any prompt (with what to type)."""
+    own = found.info.prompt
+    if params.prompt and (own or "[prompt]" not in params.prompt):
+        return []
+    if own:
+        if (found.tool, found.source) == ("A1111/Forge", "PNG text 'parameters'"):
+            return []
+        return [Advice("prompt_source", "info", "prompt",
+                       f"The prompt came from {found.tool}'s record: {found.source}.")]
+    return [Advice("no_prompt", "warning", "prompt",
+                   "The second pass ran without a prompt: the image has none. Type one as the Hires prompt (the tab's "
+                   "second pass overrides, or `prompt` in the API's params) to steer what the pass adds.")]
+
+
+def _image_modules_for(fields: Mapping[str, str], params: HiresParams,
+                       host: Host) -> tuple[tuple[str, ...], list[Advice]]:
+    """The pass's VAE / text encoders: the parameters', else the image's own where this WebUI has them."""
+    check_modules(params, host)
+    if params.modules:
+        return params.modules, []
+    modules, missing = image_modules(fields, host)
+    notes = []
+    if host.modules_refused and modules:
+        notes.append(Advice("image_modules_unsupported", "warning", "modules",
+                            f"The image's VAE / text encoder {', '.join(modules)} was not used: "
+                            f"{host.modules_refused}; the second pass ran with the WebUI's setting."))
+        modules = ()
+    if missing:
+        notes.append(Advice("image_modules_missing", "warning", "modules",
+                            f"The image's VAE / text encoder {', '.join(missing)} is not here: the second "
+                            "pass ran with the WebUI's setting."))
+    return modules, notes
 
 
 def find_checkpoint(name: str) -> str | None:

@@ -78,3 +78,14 @@ def save_sample(p: Any, image: Any, index: int, *, suffix: str) -> None:
                                           iteration=p.iteration, position_in_batch=index % p.batch_size)
     images.save_image(image, p.outpath_samples, "", p.all_seeds[index], p.all_prompts[index],
                       shared.opts.samples_format, info=info, p=p, suffix=suffix)
+
+
+def image_from_gallery(item: Any) -> Any:
+    """A gallery entry as the page sent it (Gradio 3: a file dict; Gradio 4: an (image, caption) pair)
+    as a PIL image, through the WebUI's own reader (`infotext_utils` from v1.8, before it
+    `generation_parameters_copypaste`), which also refuses files outside Gradio's temporary folder."""
+    try:
+        from modules import infotext_utils as reader
+    except ImportError:
+        from modules import generation_parameters_copypaste as reader
+    return reader.image_from_url_text(item)

@@ -22,8 +22,9 @@ from PIL import Image
 from ..batch import Done, ExistingOutput, Skipped, run_files
 from ..errors import FieldError, HiresUpscaleError, ParamsError
 from ..folders import Job, image_files, plan_jobs
-from ..images import notices, text_chunks
-from ..infotext import parse_parameters, with_fields
+from ..images import notices, output_suffix, record_of
+from ..infotext import with_fields
+from ..metadata import read_generation
 from ..params import SCRIPT_FIELDS, HiresParams
 from ..pipeline import COLOR_FIX, SHARPEN, UPSCALE, NamedResult, Pipeline, Result
 from ..plan import PASS_BEGINS, REACHED_FROM_KEY, REACHED_TO_KEY, make_plan, pass_label
@@ -295,47 +296,50 @@ def base_params(overrides: dict[str, Any]) -> HiresParams:
 
 
 def generation_of(image: Image.Image, params: HiresParams, host: Host) -> Generation:
-    """What the second pass of an existing image repeats, from its PNG info; ParamsError without one."""
-    try:
-        return Generation.from_info(parse_parameters(text_chunks(image).get("parameters", "")), params, host)
-    except ParamsError:
-        # Its text was over Pillow's limits and dropped on reading: say that, not "no PNG info".
-        lost = [n.message for n in notices(image) if n.code == "text_dropped"]
-        if not lost:
-            raise
-        raise ParamsError([FieldError("image", "PNG text over Pillow's limits",
-                                      "an image whose parameters text can be read: " + " ".join(lost))]) from None
+    """What the second pass of an existing image repeats: any tool's record it carries, or none (a
+    photo), with the WebUI's defaults for the rest. A record that is there but cannot be read is
+    refused for a second pass without a typed prompt: running without it would be a silent guess."""
+    found = read_generation(record_of(image))
+    if not found.found and params.denoise > 0 and not params.prompt:
+        dropped = [n.message for n in notices(image) if n.code == "text_dropped"]
+        if dropped or found.notes:
+            raise ParamsError([FieldError("image", "PNG text over Pillow's limits" if dropped else
+                                          "unreadable generation info",
+                                          "an image whose generation info can be read, a typed prompt (prompt), "
+                                          "or denoise 0 (upscale only): " + " ".join(dropped or found.notes))])
+    return Generation.from_image(found, params, host)
 
 
 def upscale_existing(image: Image.Image, params: HiresParams, session: Session, name: str = "image",
                      generation: Generation | None = None) -> NamedResult:
-    """The hires upscale of an existing WebUI image, its prompt, seed, sampler, steps, CFG,
-    checkpoint and CLIP skip read from its PNG info (overrides from `params`)."""
+    """The hires upscale of an existing image (made by the WebUI, another tool, or a camera): its
+    prompt, seed, sampler, steps, CFG and checkpoint from its own record where it has one, overrides
+    from `params`, the WebUI's defaults for the rest (see `generation_of`)."""
     check_upscaler(params.upscaler)
-    original = text_chunks(image).get("parameters", "")
-    info = parse_parameters(original)
+    found = read_generation(record_of(image))
     generation = generation or generation_of(image, params, session.host)
     pipeline = Pipeline(upscaler_for(params), WebUIBackend([generation], session))
     try:
-        plan = pipeline.plan(image, params, first_pass_steps=info.steps)
+        plan = pipeline.plan(image, params, first_pass_steps=found.info.steps)
         _count_upscale_jobs(plan.stages, 1)
         result = pipeline.run_batch([image], plan, progress=_StageProgress(), should_stop=progress.should_stop)[0]
     finally:
         progress.report(None)
-    infotext = with_fields(original, result_fields(result))
+    infotext = with_fields(found.text, result_fields(result))
     result.image.info["parameters"] = infotext
     return NamedResult(name, result, infotext)
 
 
 def upscale_files(sources: list[Path], output_folder: Path, params: HiresParams, session: Session, *,
-                  existing: ExistingOutput) -> Iterator[Done | Skipped]:
+                  existing: ExistingOutput, same_format: bool = False) -> Iterator[Done | Skipped]:
     """Existing images into `output_folder` through the one batch loop (`batch.run_files`): each
-    output keeps its input's PNG text, with our fields added to its parameters."""
+    output keeps its input's generation info, with our fields added to its parameters; PNG, or with
+    `same_format` a JPEG or WebP input's own format."""
     output_folder.mkdir(parents=True, exist_ok=True)
     if existing == "new name":  # dropped files: names may repeat, each gets a free one
-        jobs = [Job(source, output_folder / f"{source.stem}.png") for source in sources]
+        jobs = [Job(source, output_folder / f"{source.stem}{output_suffix(source, same_format)}") for source in sources]
     else:
-        jobs = plan_jobs(sources, output_folder)
+        jobs = plan_jobs(sources, output_folder, same_format=same_format)
 
     def upscale(image: Image.Image, source: Path) -> tuple[Result, dict[str, str]]:
         done = upscale_existing(image, params, session, source.name)
@@ -344,13 +348,13 @@ def upscale_files(sources: list[Path], output_folder: Path, params: HiresParams,
     yield from run_files(jobs, upscale, existing=existing, should_stop=progress.should_stop)
 
 
-def upscale_folder(input_folder: str, output_folder: str, params: HiresParams,
-                   session: Session) -> Iterator[Done | Skipped]:
+def upscale_folder(input_folder: str, output_folder: str, params: HiresParams, session: Session, *,
+                   same_format: bool = False) -> Iterator[Done | Skipped]:
     """Every image of a folder into another, skipping outputs already written (a rerun resumes)."""
     source = outputs.resolve_allowed(input_folder)
     default = outputs.default_output_folder()
     target = outputs.resolve_allowed(output_folder or str(default), also=[default])
-    yield from upscale_files(image_files(source), target, params, session, existing="skip")
+    yield from upscale_files(image_files(source), target, params, session, existing="skip", same_format=same_format)
 
 
 def page_options(session: Session) -> dict[str, Any]:

@@ -20,13 +20,24 @@ import gradio as gr
 from ..advice import Advice
 from ..batch import Skipped
 from ..errors import HiresUpscaleError
+from ..images import open_image, record_of
+from ..metadata import read_generation
 from ..params import BUILT_IN_MODULES, SCRIPT_FIELDS, HiresParams
 from ..plan import make_plan
 from ..resolution import PRESETS
 from . import carried, compat, outputs
 from .backend import Session, checkpoint_titles, first_pass_checkpoint_kept, loaded_model
 from .hosts import Host
-from .service import SAME, SAME_WHEN_EMPTY, base_params, page_options, upscale_files, upscale_folder
+from .service import (
+    SAME,
+    SAME_WHEN_EMPTY,
+    base_params,
+    page_options,
+    params_from_args,
+    upscale_existing,
+    upscale_files,
+    upscale_folder,
+)
 from .upscalers import default_upscaler, upscaler_choices
 
 PRESET_NAMES = list(dict.fromkeys(p.name for presets in PRESETS.values() for p in presets))
@@ -228,6 +239,106 @@ class AccordionUI:
         return [(self.components[name], value_of(name)) for name in SCRIPT_FIELDS]
 
 
+# -- ✨ under the gallery --------------------------------------------------------------
+
+class GalleryButton:
+    """✨ Hires upscale under a tab's gallery, beside the WebUI's own buttons: the selected image through
+    the accordion's current settings with its own prompt and seed (no first pass again). The result
+    takes its place in the gallery and is saved where and as the WebUI saves that tab's images.
+
+    The button goes into the WebUI's button row, and is wired once the gallery's parts exist, through
+    the scripts' public `on_after_component` (v1.6+)."""
+
+    def __init__(self, accordion: AccordionUI, session: Session) -> None:
+        self.accordion, self.session = accordion, session
+        self.parts: dict[str, Any] = {}
+
+    @property
+    def elem_id(self) -> str:
+        return f"hires_upscale_{self.accordion.tab}_gallery_upscale"
+
+    def hook(self, script: Any) -> None:
+        tab = self.accordion.tab
+
+        def keep(name: str) -> Callable[[Any], None]:
+            return lambda made: self.parts.__setitem__(name, made.component)
+
+        for elem_id, name in ((f"{tab}_gallery", "gallery"), (f"html_info_{tab}", "info"), (f"html_log_{tab}", "log")):
+            script.on_after_component(keep(name), elem_id=elem_id)
+        script.on_after_component(self._add_button, elem_id=f"{tab}_send_to_extras")
+        script.on_after_component(self._wire, elem_id=f"generation_info_{tab}")
+
+    def _add_button(self, made: Any) -> None:
+        from modules.ui_components import ToolButton
+
+        # made inside the WebUI's row of image buttons: it joins them
+        self.parts["button"] = ToolButton("\u2728", elem_id=self.elem_id, elem_classes=["hires-upscale-gallery-button"],
+                                          tooltip="Hires upscale: the selected image with this tab's Hires upscale "
+                                          "settings, its own prompt and seed (no first pass again)")
+
+    def _wire(self, made: Any) -> None:
+        from modules.call_queue import wrap_gradio_gpu_call
+
+        parts = self.parts
+        missing = {"gallery", "button", "info", "log"} - set(parts)
+        if missing:
+            raise RuntimeError(f"the WebUI's {self.accordion.tab} gallery has no {', '.join(sorted(missing))} "
+                               "where this extension looks for them")
+        parts["button"].click(
+            fn=wrap_gradio_gpu_call(self._upscale, extra_outputs=[None, "", ""]),
+            # the button's own value is the placeholder for the selected index (the WebUI's own buttons do so)
+            _js="(...args) => { args[1] = selected_gallery_index(); return args; }",
+            inputs=[parts["gallery"], parts["button"], made.component,
+                    *(self.accordion.components[name] for name in SCRIPT_FIELDS)],
+            outputs=[parts["gallery"], made.component, parts["info"], parts["log"]],
+        )
+
+    def _upscale(self, gallery: list[Any], index: Any, generation_info: str, *args: Any) -> tuple[Any, str, str, str]:
+        from modules import images, shared
+
+        if not gallery:
+            return gallery, generation_info, "", _html_lines(["Generate an image first: the gallery is empty."])
+        index = int(index) if isinstance(index, (int, float)) and 0 <= index < len(gallery) else 0
+        generation = json.loads(generation_info or "{}")
+        infotexts = generation.get("infotexts") or []
+        if len(gallery) > 1 and index < int(generation.get("index_of_first_image", 0)):
+            return gallery, generation_info, "", _html_lines(["That is the grid: select one image of it."])
+        image = compat.image_from_gallery(gallery[index])
+        if index < len(infotexts):
+            image.info["parameters"] = infotexts[index]
+        params = params_from_args(args)
+        if not params.enabled:  # the button asks for it, the accordion's switch is for the next generation
+            params = HiresParams.from_mapping({**params.as_dict(), "enabled": True})
+        with first_pass_checkpoint_kept(self.session.host):
+            done = upscale_existing(image, params, self.session, f"image {index + 1}")
+        said = [a["message"] for a in done.result.advice]
+        if getattr(shared.opts, "samples_save", True):
+            tab = self.accordion.tab
+            folder = getattr(shared.opts, f"outdir_{tab}_samples", "") or shared.opts.outdir_samples
+            info = read_generation(record_of(done.result.image)).info
+            saved, _ = images.save_image(done.result.image, folder, "", info.seed, info.prompt,
+                                         shared.opts.samples_format, info=done.infotext)
+            said.insert(0, f"Saved {saved}.")
+        infotexts = infotexts + [""] * (index + 1 - len(infotexts))
+        infotexts[index] = done.infotext
+        generation["infotexts"] = infotexts
+        kept = [_gallery_entry(item) for item in gallery]
+        kept[index] = done.result.image
+        return kept, json.dumps(generation), _html_lines(done.infotext.split("\n")), _html_lines(said)
+
+
+def _gallery_entry(item: Any) -> Any:
+    """A gallery entry as the page sent it, in a form the gallery takes back: Gradio 3's file dict as
+    its path, Gradio 4's (image, caption) pair as it is."""
+    if isinstance(item, dict) and item.get("name"):
+        return str(item["name"]).rsplit("?", 1)[0]
+    return item
+
+
+def _html_lines(lines: list[str]) -> str:
+    return "".join(f"<p>{html.escape(line)}</p>" for line in lines if line)
+
+
 # -- the tab ----------------------------------------------------------------------
 
 #: The tab's parameter controls, in the order `_run_tab` receives them.
@@ -249,17 +360,23 @@ def _report_rows(rows: list[tuple[str, str, str, str]]) -> str:
             f"<th>notes</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def _run_tab(session: Session, files, folder, output_folder, *values):
+#: The tab's output formats: PNG, or the input's own where it is JPEG or WebP.
+TAB_FORMATS = ("PNG", "Same as the input (JPEG, WebP)")
+
+
+def _run_tab(session: Session, files, folder, output_folder, output_format, *values):
     params = _tab_params(values)
+    same = output_format == TAB_FORMATS[1]
     rows: list[tuple[str, str, str, str]] = []
     gallery: list[Any] = []
     with first_pass_checkpoint_kept(session.host):  # the images' own checkpoints load once each
         if folder and folder.strip():
-            _report(upscale_folder(folder.strip(), (output_folder or "").strip(), params, session), gallery, rows)
+            _report(upscale_folder(folder.strip(), (output_folder or "").strip(), params, session, same_format=same),
+                    gallery, rows)
         dropped = [Path(getattr(file, "name", file)) for file in files or []]
         if dropped:
-            _report(upscale_files(dropped, outputs.default_output_folder(), params, session, existing="new name"),
-                    gallery, rows)
+            _report(upscale_files(dropped, outputs.default_output_folder(), params, session, existing="new name",
+                                  same_format=same), gallery, rows)
     if not rows:
         return gallery, advice_html([], "Drop one or more images, or name a folder.")
     return gallery, _report_rows(rows)
@@ -282,13 +399,50 @@ def _report(outcomes, gallery: list[Any], rows: list[tuple[str, str, str, str]])
         rows.append((outcome.source.name, f"{w}x{h}", f"{tw}x{th}", "; ".join(notes)))
 
 
+def _describe_dropped(files) -> tuple[str, Any, Any]:
+    """What the tab will do with the dropped files, before it runs: each file's size, prompt, seed and
+    where they come from; with one file, its prompts in the override fields (what the pass will use,
+    to read and edit); with several, the fields cleared (each image's own is used)."""
+    paths = [Path(getattr(file, "name", file)) for file in files or []]
+    if not paths:
+        return "", gr.update(), gr.update()
+    rows = []
+    prompts: tuple[str, str] = ("", "")
+    for path in paths:
+        try:
+            image = open_image(path)
+        except HiresUpscaleError as error:
+            rows.append((path.name, "", "", f"cannot be read: {error}"))
+            continue
+        found = read_generation(record_of(image))
+        info = found.info
+        if found.found:
+            source = f"{found.tool}, {found.source}" + "".join(f"; {note}" for note in found.notes)
+        else:
+            source = "; ".join(found.notes) or "none: type a prompt below (the second pass then has none)"
+        seed = str(info.seed) if info.seed is not None else "random, said in the result"
+        said = f"{info.prompt or '(no prompt)'} — from {source}"
+        rows.append((path.name, f"{image.width}x{image.height}", seed, said))
+        prompts = (info.prompt, info.negative_prompt)
+    body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td>"
+                   f"<td>{html.escape(d)}</td></tr>" for a, b, c, d in rows)
+    table = ("<table class='hires-upscale-report'><thead><tr><th>image</th><th>size</th><th>seed</th>"
+             f"<th>prompt and where it comes from</th></tr></thead><tbody>{body}</tbody></table>")
+    if len(paths) > 1:
+        note = "<p>Each image's own prompt is used; a prompt typed below is used for all of them.</p>"
+        return table + note, gr.update(value=""), gr.update(value="")
+    return table, gr.update(value=prompts[0]), gr.update(value=prompts[1])
+
+
 def build_tab(session: Session) -> list[tuple[Any, str, str]]:
     """The "Hires upscale" tab for images that already exist."""
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row(equal_height=False):
             with gr.Column():
-                files = gr.File(label="Images made by the WebUI (prompt and seed are read from their PNG info)",
+                files = gr.File(label="Images: any picture (prompt and seed are read from the WebUI's, ComfyUI's, "
+                                      "NovelAI's, InvokeAI's, Fooocus's or SwarmUI's record; a photo has none)",
                                 file_count="multiple", file_types=["image"], elem_id="hires_upscale_tab_files")
+                dropped = gr.HTML(elem_id="hires_upscale_tab_dropped")
                 folder = gr.Textbox(label="…or a folder of images", placeholder="outputs/txt2img-images/2026-11-26",
                                     elem_id="hires_upscale_tab_folder")
                 output_folder = gr.Textbox(label="Output folder for folder mode (empty: outputs/hires-upscale)",
@@ -309,8 +463,10 @@ def build_tab(session: Session) -> list[tuple[Any, str, str]]:
                 with gr.Row():
                     add("sharpen")
                     add("sharpen_strength")
-                _overrides(add, "Second pass overrides (empty, 0 or -1: as the image's PNG info says)",
+                _overrides(add, "Second pass overrides (empty, 0 or -1: as the image says)",
                            "hires_upscale_tab_overrides", session.host)
+                output_format = gr.Radio(list(TAB_FORMATS), value=TAB_FORMATS[0], label="Output format",
+                                         elem_id="hires_upscale_tab_output_format")
                 run = gr.Button("Upscale", variant="primary", elem_id="hires_upscale_tab_run")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", elem_id="hires_upscale_tab_gallery", columns=2)
@@ -319,9 +475,11 @@ def build_tab(session: Session) -> list[tuple[Any, str, str]]:
 
         run.click(  # like the WebUI's own actions: the queue lock, the job state, errors shown in the page
             fn=wrap_gradio_gpu_call(functools.partial(_run_tab, session), extra_outputs=[[]]),
-            inputs=[files, folder, output_folder, *(c[name] for name in TAB_FIELDS)],
+            inputs=[files, folder, output_folder, output_format, *(c[name] for name in TAB_FIELDS)],
             outputs=[gallery, report],
         )
+        files.change(fn=_describe_dropped, inputs=[files], outputs=[dropped, c["prompt"], c["negative_prompt"]],
+                     show_progress=False)
     return [(tab, "Hires upscale", "hires_upscale_tab")]
 
 
