@@ -14,8 +14,11 @@ against the truth) well under 1 dB.
 from __future__ import annotations
 
 import copy
+import json
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,12 +107,63 @@ def _run_counted(descriptor: Any, picture: torch.Tensor) -> tuple[torch.Tensor, 
     return output, mode.peak / pixels
 
 
-def calibrate(descriptor: Any, device: torch.device, reduced: torch.dtype) -> tuple[Any, Calibration]:
+def cache_file() -> Path:
+    """Where probes measured before are kept (HIRES_UPSCALE_CACHE, else the user's cache folder)."""
+    base = os.environ.get("HIRES_UPSCALE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+        / "sd-webui-hires-upscale"
+    return Path(base) / "calibrations.json"
+
+
+def setup_key(path: Path, device: torch.device, reduced: torch.dtype) -> str:
+    """What a probe's answer depends on: the file as it is now, the device, the precision tried and the
+    bar it must pass, torch's and spandrel's versions (their kernels and architecture code decide both
+    figures)."""
+    import spandrel
+
+    stat = path.stat()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return "|".join(map(str, (path, stat.st_size, stat.st_mtime_ns, where, reduced, REDUCED_MIN_PSNR,
+                              torch.__version__, getattr(spandrel, "__version__", "?"))))
+
+
+def remembered(key: str) -> Calibration | None:
+    """A probe's answer from an earlier session, if this setup was probed before."""
+    try:
+        found = json.loads(cache_file().read_text()).get(key)
+        return Calibration(**{**found, "dtype": getattr(torch, found["dtype"])}) if found else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def remember(key: str, calibration: Calibration) -> None:
+    """Keep a probe's answer for later sessions (a cache: failing to write it costs only time)."""
+    from .images import write_atomically
+
+    file = cache_file()
+    try:
+        known = json.loads(file.read_text()) if file.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    known[key] = {**asdict(calibration), "dtype": str(calibration.dtype).removeprefix("torch.")}
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(file, lambda stream: stream.write(json.dumps(known, indent=1).encode()), overwrite=True)
+    except OSError:
+        pass
+
+
+def calibrate(descriptor: Any, device: torch.device, reduced: torch.dtype, *,
+              known: Calibration | None = None) -> tuple[Any, Calibration]:
     """The descriptor to run (fp32 as given, or a copy in `reduced`) and what the probe measured.
 
     `descriptor` is a spandrel model in fp32 on `device`; `reduced` the precision the device and
-    the model's flags allow (fp32 for none). Out of memory is raised: nothing can run then.
+    the model's flags allow (fp32 for none). `known`: what a probe of this setup found before
+    (`remembered`): then no probe runs. Out of memory is raised: nothing can run then.
     """
+    if known is not None:
+        if known.dtype != torch.float32:
+            descriptor.to(known.dtype)
+        return descriptor, known
     side = max(PROBE_SIDE, descriptor.size_requirements.minimum or 0)
     picture = probe_picture(descriptor.input_channels, side).to(device)
     reference, fp32_bytes = _run_counted(descriptor, picture)

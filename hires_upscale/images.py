@@ -287,7 +287,8 @@ def encode_image(image: Image.Image, stream: BinaryIO, fmt: str, text: dict[str,
         return
     exif = Image.Exif()
     if text.get("parameters"):
-        exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\0" + text["parameters"].encode("utf-16-be")
+        # the Exif IFD as a dict value: the one way every Pillow the hosts bring (9.5 to 13) writes it
+        exif[EXIF_IFD] = {USER_COMMENT: b"UNICODE\0" + text["parameters"].encode("utf-16-be")}
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
         flat = Image.new("RGB", image.size, "white")
         flat.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))

@@ -183,7 +183,7 @@ class Pipeline:
             raise ValueError(f"run_batch takes images of the plan's size {plan.source}; plan other sizes apart")
         report = progress or _no_progress
         stop = should_stop or _never_stop
-        results = [Result(image, plan, notices=notices(image)) for image in images]
+        results = [Result(_without_opaque_alpha(image), plan, notices=notices(image)) for image in images]
         finished_pass = [(result.image, len(result.stages)) for result in results]
         try:
             for step in plan.pass_plans:
@@ -268,6 +268,16 @@ def _finished(results: list[Result], stage: str, images: list[Image.Image]) -> N
     for result, image in zip(results, images, strict=True):
         result.image = image
         result.stages.append(stage)
+
+
+def _without_opaque_alpha(image: Image.Image) -> Image.Image:
+    """An alpha channel with nothing transparent in it (a gallery's RGBA copy of an RGB picture) is no
+    transparency to keep: the picture without it."""
+    if image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema()[0] == 255:
+        kept = image.convert(image.mode[:-1])
+        kept.info.update(image.info)
+        return kept
+    return image
 
 
 def _flatten(image: Image.Image, background: str) -> Image.Image:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .calibration import Calibration, calibrate
+from .calibration import Calibration, calibrate, remember, remembered, setup_key
 from .errors import Interrupted, ModelLoadError, is_out_of_memory
 from .tiling import Grid, make_grid, run_tiled
 
@@ -314,7 +314,12 @@ def load_model(
     descriptor.to(target)  # type: ignore[attr-defined]
     descriptor.model.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
     descriptor.eval()  # type: ignore[attr-defined]
-    descriptor, calibration = calibrate(descriptor, target, reduced)
+    # the probe costs seconds for a large model: measured once per file and setup, then remembered
+    key = setup_key(path, target, reduced)
+    known = remembered(key)
+    descriptor, calibration = calibrate(descriptor, target, reduced, known=known)
+    if known is None:
+        remember(key, calibration)
     _log_calibration(path, descriptor, target, calibration)
     with _cache_lock:
         _cache[(*file_key, str(target), precision)] = (descriptor, calibration)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ from hypothesis import settings
 from PIL import PngImagePlugin
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The engine remembers its probes across sessions (calibration.cache_file): each test run starts afresh.
+os.environ["HIRES_UPSCALE_CACHE"] = tempfile.mkdtemp(prefix="hires-upscale-test-cache-")
 
 import models  # noqa: E402
 import reliability  # noqa: E402

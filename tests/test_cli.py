@@ -182,7 +182,7 @@ def test_jpeg_and_webp_keep_their_generation_info_in_either_output_format(tmp_pa
     from hires_upscale.metadata import read_generation
 
     exif = Image.Exif()
-    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + PARAMETERS.encode("utf-16-be")
+    exif[0x8769] = {0x9286: b"UNICODE\0" + PARAMETERS.encode("utf-16-be")}
     for suffix in ("jpg", "webp"):
         noise_image(48, 32).save(tmp_path / f"made.{suffix}", exif=exif, quality=95)
     for suffix in ("jpg", "webp"):

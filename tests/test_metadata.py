@@ -39,7 +39,7 @@ def opened(fmt: str = "PNG", *, text: dict[str, str] | None = None, exif: Image.
 def webui_exif(text: str) -> Image.Exif:
     """The WebUI's JPEG/WebP/AVIF record: the Exif IFD's UserComment, piexif's "unicode" (UTF-16-BE)."""
     exif = Image.Exif()
-    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + text.encode("utf-16-be")
+    exif[0x8769] = {0x9286: b"UNICODE\0" + text.encode("utf-16-be")}
     return exif
 
 

@@ -283,3 +283,10 @@ def test_one_pass_is_the_plan_itself_and_upscale_only_never_runs_in_passes():
     assert pipeline.plan(noise_image(64, 64), HiresParams(scale=4)).passes == ()
     assert pipeline.plan(noise_image(64, 64), HiresParams(scale=4, passes=0, denoise=0)).passes == ()
     assert len(pipeline.plan(noise_image(64, 64), HiresParams(scale=8, passes=0)).passes) == 3
+
+
+def test_an_alpha_with_nothing_transparent_is_no_transparency():
+    """A gallery hands back an RGB picture as RGBA, its alpha all opaque: nothing to keep, nothing to say."""
+    image = noise_image(64, 64).convert("RGBA")
+    result = lanczos_pipeline(RecordingImg2Img()).run(image, HiresParams(denoise=0.3))
+    assert result.image.mode == "RGB" and [a["code"] for a in result.advice if a["code"] == "alpha_kept"] == []

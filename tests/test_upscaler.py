@@ -89,6 +89,27 @@ def test_models_are_cached_by_path_and_modification_time(rrdb_small, tmp_path):
     assert load_model(copy, device="cpu").descriptor is not loaded.descriptor
 
 
+def test_a_new_session_remembers_the_probe_and_a_changed_file_is_probed_again(rrdb_small, tmp_path, monkeypatch):
+    from hires_upscale import calibration
+
+    monkeypatch.setenv("HIRES_UPSCALE_CACHE", str(tmp_path / "cache"))
+    probes = []
+    real = calibration._run_counted
+    monkeypatch.setattr(calibration, "_run_counted", lambda *args: probes.append(1) or real(*args))
+    first = load_model(rrdb_small, device="cpu")
+    assert probes and (tmp_path / "cache" / "calibrations.json").is_file()
+    engine.clear_cache()  # a new session: nothing in memory
+    probes.clear()
+    again = load_model(rrdb_small, device="cpu")
+    assert probes == [] and again.calibration == first.calibration and again.dtype == first.dtype
+    image = noise_image(24, 24)
+    assert again.upscale(image, (96, 96)).tobytes() == first.upscale(image, (96, 96)).tobytes()
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes(rrdb_small.read_bytes())
+    load_model(copy, device="cpu")
+    assert probes, "another file (or the same one changed) is probed"
+
+
 @pytest.mark.reliability(area="Models", tried="a corrupt model file",
                          expected="ModelLoadError naming it")
 def test_a_corrupt_file_is_a_named_error(tmp_path):

@@ -110,9 +110,9 @@ def module_choices(host: Host) -> list[str]:
     return [BUILT_IN_MODULES, *sorted(host.module_files())]
 
 
-def _overrides(add: Callable[..., Any], label: str, elem_id: str, host: Host) -> None:
+def _overrides(add: Callable[..., Any], label: str, elem_id: str, host: Host) -> Any:
     """The second pass's overrides, folded away: checkpoint, VAE / text encoders, CFG, seed, prompts."""
-    with gr.Accordion(label, open=False, elem_id=elem_id):
+    with gr.Accordion(label, open=False, elem_id=elem_id) as overrides:
         with gr.Row():
             add("checkpoint", choices=[SAME, *checkpoint_titles()], value=SAME)
             add("modules", choices=module_choices(host),
@@ -122,6 +122,7 @@ def _overrides(add: Callable[..., Any], label: str, elem_id: str, host: Host) ->
             add("seed")
         add("prompt")
         add("negative_prompt")
+    return overrides
 
 
 def _refresh(host: Host) -> tuple[Any, Any, Any]:
@@ -399,13 +400,13 @@ def _report(outcomes, gallery: list[Any], rows: list[tuple[str, str, str, str]])
         rows.append((outcome.source.name, f"{w}x{h}", f"{tw}x{th}", "; ".join(notes)))
 
 
-def _describe_dropped(files) -> tuple[str, Any, Any]:
+def _describe_dropped(files) -> tuple[str, Any, Any, Any]:
     """What the tab will do with the dropped files, before it runs: each file's size, prompt, seed and
-    where they come from; with one file, its prompts in the override fields (what the pass will use,
-    to read and edit); with several, the fields cleared (each image's own is used)."""
+    where they come from; with one file, its prompts in the override fields, opened (what the pass
+    will use, to read and edit); with several, the fields cleared (each image's own is used)."""
     paths = [Path(getattr(file, "name", file)) for file in files or []]
     if not paths:
-        return "", gr.update(), gr.update()
+        return "", gr.update(), gr.update(), gr.update()
     rows = []
     prompts: tuple[str, str] = ("", "")
     for path in paths:
@@ -430,8 +431,8 @@ def _describe_dropped(files) -> tuple[str, Any, Any]:
              f"<th>prompt and where it comes from</th></tr></thead><tbody>{body}</tbody></table>")
     if len(paths) > 1:
         note = "<p>Each image's own prompt is used; a prompt typed below is used for all of them.</p>"
-        return table + note, gr.update(value=""), gr.update(value="")
-    return table, gr.update(value=prompts[0]), gr.update(value=prompts[1])
+        return table + note, gr.update(value=""), gr.update(value=""), gr.update()
+    return table, gr.update(value=prompts[0]), gr.update(value=prompts[1]), gr.update(open=True)
 
 
 def build_tab(session: Session) -> list[tuple[Any, str, str]]:
@@ -463,8 +464,8 @@ def build_tab(session: Session) -> list[tuple[Any, str, str]]:
                 with gr.Row():
                     add("sharpen")
                     add("sharpen_strength")
-                _overrides(add, "Second pass overrides (empty, 0 or -1: as the image says)",
-                           "hires_upscale_tab_overrides", session.host)
+                overrides = _overrides(add, "Second pass overrides (empty, 0 or -1: as the image says)",
+                                       "hires_upscale_tab_overrides", session.host)
                 output_format = gr.Radio(list(TAB_FORMATS), value=TAB_FORMATS[0], label="Output format",
                                          elem_id="hires_upscale_tab_output_format")
                 run = gr.Button("Upscale", variant="primary", elem_id="hires_upscale_tab_run")
@@ -478,8 +479,8 @@ def build_tab(session: Session) -> list[tuple[Any, str, str]]:
             inputs=[files, folder, output_folder, output_format, *(c[name] for name in TAB_FIELDS)],
             outputs=[gallery, report],
         )
-        files.change(fn=_describe_dropped, inputs=[files], outputs=[dropped, c["prompt"], c["negative_prompt"]],
-                     show_progress=False)
+        files.change(fn=_describe_dropped, inputs=[files],
+                     outputs=[dropped, c["prompt"], c["negative_prompt"], overrides], show_progress=False)
     return [(tab, "Hires upscale", "hires_upscale_tab")]
 
 

@@ -42,8 +42,9 @@ try {
     seen.after = await gallerySize(page);
     await page.waitForFunction(() => (document.querySelector("#html_info_txt2img") || {}).innerText
         && document.querySelector("#html_info_txt2img").innerText.includes("Hires upscale to"), null, { timeout: 60000 });
-    seen.info = await page.locator("#html_info_txt2img").innerText();
-    seen.log = await page.locator("#html_log_txt2img").innerText();
+    // Gradio 3 gives an HTML block's id to its wrapper and to the content inside it
+    seen.info = await page.locator("#html_info_txt2img").first().innerText();
+    seen.log = await page.locator("#html_log_txt2img").first().innerText();
     await page.locator("#image_buttons_txt2img").screenshot({ path: `${out}/gallery-button.png` });
     await page.screenshot({ path: `${out}/gallery-upscaled.png` });
 
@@ -57,6 +58,8 @@ try {
         const field = document.querySelector("#hires_upscale_tab_prompt textarea");
         return field && field.value.length > 0;
     }, null, { timeout: 30000 });
+    // one file: its prompts fill the override fields, which open to be read and edited
+    await page.locator("#hires_upscale_tab_prompt textarea").waitFor({ state: "visible", timeout: 30000 });
     seen.prompt_field = await page.locator("#hires_upscale_tab_prompt textarea").inputValue();
     await page.screenshot({ path: `${out}/tab-preview.png` });
     console.log(JSON.stringify(seen));

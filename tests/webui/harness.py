@@ -403,6 +403,7 @@ class WebUI:
                 # freed for that thread alone. Two arenas bound that.
                 "MALLOC_ARENA_MAX": "2",
                 "PYTHONUNBUFFERED": "1", "HIRES_UPSCALE_TEST_FAULTS": str(self.faults_path),
+                "HIRES_UPSCALE_CACHE": str(self.workdir / "cache"),
                 "HIRES_UPSCALE_TEST_RECORD": str(self.record_path)}
 
     def start(self) -> None:

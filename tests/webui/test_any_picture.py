@@ -151,3 +151,7 @@ def test_the_gallery_button_and_the_tabs_preview_in_chromium(webui, tmp_path):
     assert saved.is_file() and Image.open(saved).size == (128, 128)
     assert "Hires upscale to: 128x128" in Image.open(saved).text["parameters"]
     assert seen["preview_seed"] == "777" and seen["prompt_field"] == BASE["prompt"]
+    docs = os.environ.get("HIRES_UPSCALE_SCREENSHOTS")
+    if docs:  # refresh the pictures in docs/ on request
+        for picture in ("gallery-button.png", "tab-preview.png"):
+            shutil.copy(tmp_path / picture, Path(docs) / picture)
