@@ -1,10 +1,13 @@
 """A whole hires run in the real WebUI: ours against the built-in Hires fix, same session.
 
     python -m benchmarks.hires_run [--repeat 3] [--sizes 64 128] [--batch-sizes 1 2 4]
+                                   [--host a1111|forge] [--model random|x4plus]
 
-Starts the WebUI from SD_WEBUI_ROOT (or ~/stable-diffusion-webui) on the CPU with
-this extension (tests/webui/harness.py), a random SD1.5 checkpoint and a
-full-size random RRDB 4x (23 blocks, 64 features). For each size, txt2img with
+Starts the WebUI (--host: A1111 from SD_WEBUI_ROOT or ~/stable-diffusion-webui, Forge from
+SD_WEBUI_FORGE_ROOT or ~/stable-diffusion-webui-forge) on the CPU with this extension
+(tests/webui/harness.py), a random SD1.5 checkpoint and an RRDB 4x: a full-size random one
+(23 blocks, 64 features), or (--model x4plus) Real-ESRGAN's trained x4plus (tests/trained_models.py).
+For each size, txt2img with
 4 steps, then 4 hires steps at denoise 0.3 with Euler, three ways, interleaved:
 the built-in Hires fix with the RRDB model, this extension with the same model,
 and the built-in Hires fix with Lanczos (what the upscale stage costs at least),
@@ -35,14 +38,16 @@ STEPS = 4
 DENOISE = 0.3
 
 
-def request(variant: str, source: int, batch_size: int) -> dict:
+def request(variant: str, source: int, batch_size: int, model: str = MODEL, host: str = "a1111") -> dict:
     body = {"prompt": "a lighthouse at dusk", "negative_prompt": "blurry", "steps": STEPS, "width": source,
             "height": source, "sampler_name": "Euler", "seed": 1234, "cfg_scale": 7, "batch_size": batch_size}
     if variant in ("builtin-rrdb", "builtin-lanczos"):
         body.update(enable_hr=True, hr_scale=2, hr_second_pass_steps=STEPS, denoising_strength=DENOISE,
-                    hr_upscaler=MODEL if variant == "builtin-rrdb" else "Lanczos")
+                    hr_upscaler=model if variant == "builtin-rrdb" else "Lanczos")
+        if host == "forge":  # its API answers 500 without the modules choice, and its hr_cfg defaults to 1
+            body.update(hr_additional_modules=["Use same choices"], hr_cfg=7)
     else:
-        params = {"upscaler": MODEL, "scale": 2, "denoise": DENOISE, "hires_steps": STEPS}
+        params = {"upscaler": model, "scale": 2, "denoise": DENOISE, "hires_steps": STEPS}
         body["alwayson_scripts"] = {"hires upscale": {"args": [params]}}
     return body
 
@@ -52,31 +57,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="first-pass sizes (2x targets)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser.add_argument("--host", choices=("a1111", "forge"), default="a1111")
+    parser.add_argument("--model", choices=("random", "x4plus"), default="random",
+                        help="a random full-size RRDB, or Real-ESRGAN's trained x4plus")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args(argv)
 
     import models
-    from harness import WebUI, decode, webui_root
+    from harness import A1111, FORGE, WebUI, decode, find_checkout
 
-    root, why_not = webui_root()
-    if root is None:
+    checkout, why_not = find_checkout(A1111 if args.host == "a1111" else FORGE)
+    if checkout is None:
         print(f"no WebUI to measure in: {why_not}", file=sys.stderr)
         return 2
+    if args.model == "x4plus":
+        import trained_models
+
+        model_name, module = "RealESRGAN-x4plus", trained_models.module(trained_models.MODELS["x4plus"])
+    else:
+        model_name, module = MODEL, models.rrdb(4)
     variants = ("builtin-rrdb", "ours-rrdb", "builtin-lanczos")
     cases_of = [(source, batch) for source in args.sizes for batch in args.batch_sizes]
     with tempfile.TemporaryDirectory(prefix="hires-upscale-bench-run-") as workdir:
-        server = WebUI(root, Path(workdir), extra_models={MODEL: models.rrdb(4)})
+        server = WebUI(checkout, Path(workdir), extra_models={model_name: module})
         try:
             server.start()
             times: dict[tuple[int, int, str], list[float]] = {}
             for source, batch in cases_of:
                 target = 2 * source
                 for variant in variants:  # warm-up: loads the checkpoint, caches, first-call costs
-                    server.post("/sdapi/v1/txt2img", request(variant, source, batch))
+                    server.post("/sdapi/v1/txt2img", request(variant, source, batch, model_name, args.host))
                 for run in range(args.repeat):
                     for variant in variants:
                         start = time.perf_counter()
-                        reply = server.post("/sdapi/v1/txt2img", request(variant, source, batch))
+                        reply = server.post("/sdapi/v1/txt2img",
+                                            request(variant, source, batch, model_name, args.host))
                         elapsed = time.perf_counter() - start
                         if reply.status != 200:
                             raise RuntimeError(f"{variant} failed: {reply.body}\n{server.log_tail()}")
@@ -97,15 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.hires_run" + "".join((
         f" --repeat {args.repeat}" if args.repeat != 3 else "",
         " --sizes " + " ".join(map(str, args.sizes)) if args.sizes != list(SIZES) else "",
-        " --batch-sizes " + " ".join(map(str, args.batch_sizes)) if args.batch_sizes != list(BATCH_SIZES) else ""))
+        " --batch-sizes " + " ".join(map(str, args.batch_sizes)) if args.batch_sizes != list(BATCH_SIZES) else "",
+        f" --host {args.host}" if args.host != "a1111" else "",
+        f" --model {args.model}" if args.model != "random" else ""))
     report = {"command": command,
               "webui": server.version, "repeat": args.repeat, "steps": STEPS, "denoise": DENOISE,
               "date": time.strftime("%Y-%m-%d"), "cases": cases}
     lines = [
-        "## A whole hires run in the WebUI: this extension vs the built-in Hires fix",
+        f"## A whole hires run in {'Forge' if args.host == 'forge' else 'A1111'}: this extension vs the built-in "
+        "Hires fix" + (" (trained x4plus)" if args.model == "x4plus" else ""),
         "",
-        f"`{report['command']}` in WebUI {report['webui']} on the CPU, random SD1.5 checkpoint, random full-size "
-        f"RRDB 4x, {STEPS} steps then {STEPS} hires steps at denoise {DENOISE}, Euler; median of {args.repeat} "
+        f"`{report['command']}` in WebUI {report['webui']} on the CPU, random SD1.5 checkpoint, "
+        f"{'Real-ESRGAN' + chr(39) + 's trained x4plus' if args.model == 'x4plus' else 'random full-size RRDB 4x'}, "
+        f"{STEPS} steps then {STEPS} hires steps at denoise {DENOISE}, Euler; median of {args.repeat} "
         f"interleaved runs in one WebUI session, {report['date']}. The ratio is ours / built-in (lower is faster).",
         "",
         "| size | batch | built-in Hires fix, RRDB (s) | this extension, RRDB (s) | ratio | built-in, Lanczos (s) |",
@@ -115,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         s = case["seconds"]
         lines.append(f"| {case['source']} → {case['target']} | {case['batch_size']} | {s['builtin-rrdb']} | "
                      f"{s['ours-rrdb']} | {case['ours_vs_builtin']}x | {s['builtin-lanczos']} |")
-    publish(args.out, "hires-run", report, "\n".join(lines) + "\n")
+    section = "hires-run" if (args.host, args.model) == ("a1111", "random") else f"hires-run-{args.model}-{args.host}"
+    publish(args.out, section, report, "\n".join(lines) + "\n")
     return 0
 
 

@@ -9,9 +9,10 @@ model for every image because that is what it does. Quality is the PSNR of the
 final image against our engine in fp32 on the whole frame with no tiles.
 There is a case per spandrel family (RRDB ESRGAN, Real-ESRGAN compact, SwinIR,
 HAT, DAT), each model at a size people run. The ESRGAN-path cases also run
-the built-in algorithm rewritten here (benchmarks/builtin.py); with
-SD_WEBUI_ROOT set, every case runs the WebUI's own upscaler for the file, from
-the folder the WebUI scans for its family, in-process in the WebUI's venv.
+the built-in algorithm rewritten here (benchmarks/builtin.py); where an A1111
+checkout is (SD_WEBUI_ROOT, default ~/stable-diffusion-webui), every case runs
+the WebUI's own upscaler for the file, from the folder the WebUI scans for its
+family, in-process in the WebUI's venv.
 Results: printed, and written to docs/benchmarks.md (between markers) and
 docs/benchmarks-upscaler.json.
 """
@@ -147,13 +148,19 @@ def run_worker(spec: dict, python: str = sys.executable, script: list[str] | Non
 
 
 def webui_builtin(spec: dict) -> dict | None:
-    """The WebUI's own ESRGAN upscaler in-process, in the WebUI's venv (SD_WEBUI_ROOT)."""
-    root = os.environ.get("SD_WEBUI_ROOT")
-    if not root:
+    """The WebUI's own upscaler in-process, in the A1111 checkout's venv (SD_WEBUI_ROOT, default
+    ~/stable-diffusion-webui, as the tests find it); None, said once, where there is no such checkout."""
+    sys.path.insert(0, str(ROOT / "tests" / "webui"))
+    from harness import A1111, find_checkout
+
+    checkout, why_not = find_checkout(A1111)
+    if checkout is None:
+        if not getattr(webui_builtin, "said", False):
+            print(f"the WebUI's own upscaler: not run ({why_not})", flush=True)
+            webui_builtin.said = True  # type: ignore[attr-defined]
         return None
-    python = Path(root) / "venv" / "bin" / "python"
-    script = [str(ROOT / "benchmarks" / "webui_worker.py"), root]
-    return run_worker({**spec, "variant": "webui"}, python=str(python), script=script)
+    script = [str(ROOT / "benchmarks" / "webui_worker.py"), str(checkout.root)]
+    return run_worker({**spec, "variant": "webui"}, python=str(checkout.python), script=script)
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -216,15 +223,16 @@ def environment(threads: int) -> dict:
 
 def markdown(report: dict) -> str:
     env = report["environment"]
-    runs = dict.fromkeys((c.get("command", report["command"]), c.get("date", env["date"])) for c in report["cases"])
-    measured_by = "; ".join(f"`{command}` ({date})" for command, date in runs)
+    runs = dict.fromkeys((c.get("command", report["command"]), c.get("date", env["date"]), c.get("cpu", env["cpu"]))
+                         for c in report["cases"])
+    measured_by = "; ".join(f"`{command}` ({date}, {cpu})" for command, date, cpu in runs)
     lines = [
         "## Upscaler engine vs the WebUI's own path, per model family",
         "",
-        f"{measured_by} on {env['cpu']}, {env['threads']} thread(s), torch {env['torch']}. "
+        f"{measured_by}; {env['threads']} thread(s), torch {env['torch']}. "
         "Median of the runs each command asks (`--repeat`, default 3); a ratio is the baseline's time / the "
-        "variant's time, both measured in the same run ('vs the WebUI': its own upscaler in-process, when "
-        "SD_WEBUI_ROOT is set). "
+        "variant's time, both measured in the same run ('vs the WebUI': its own upscaler in-process, from the "
+        "A1111 checkout at SD_WEBUI_ROOT, default ~/stable-diffusion-webui). "
         "PSNR: final image vs our engine in fp32 on the whole frame.",
         "",
         "| case | variant | time (s) | vs built-in | vs the WebUI | PSNR (dB) | peak RSS (MB) | dtype | tile | "
@@ -278,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         for case in chosen:
             print(f"{case.name}: {case.note}", flush=True)
             measured = measure(case, Path(workdir), args.repeat, args.threads, args.quick)
-            cases.append({**measured, "command": command, "date": env["date"]})
+            cases.append({**measured, "command": command, "date": env["date"], "cpu": env["cpu"]})
     if subset:
         cases = kept_cases(args.out / "benchmarks-upscaler.json", cases)
     report = {"command": command, "repeat": args.repeat, "environment": env, "cases": cases}
@@ -293,7 +301,8 @@ def kept_cases(previous: Path, fresh: list[dict]) -> list[dict]:
         old = json.loads(previous.read_text())
     except (OSError, ValueError):
         return fresh
-    by_name = {c["case"]: {"command": old.get("command"), "date": old["environment"].get("date"), **c}
+    by_name = {c["case"]: {"command": old.get("command"), "date": old["environment"].get("date"),
+                           "cpu": old["environment"].get("cpu"), **c}
                for c in old.get("cases", [])}
     by_name.update({c["case"]: c for c in fresh})
     return [by_name[case.name] for case in CASES if case.name in by_name]

@@ -29,8 +29,11 @@ def main(root: str, spec: dict) -> dict:
     model.parent.mkdir(parents=True)
     shutil.copyfile(spec["model"], model)
     empty = tempfile.mkdtemp(prefix="hires-upscale-bench-ckpt-")
-    sys.argv = ["webui", "--use-cpu", "all", "--skip-torch-cuda-test", "--no-half", "--precision", "full",
-                "--no-download-sd-model", "--ckpt-dir", empty, "--data-dir", str(data_dir)]
+    # each host's CPU switch (tests/webui/harness.py has the same): Forge has no --use-cpu/--precision
+    cpu = ["--always-cpu"] if (Path(root) / "modules_forge").is_dir() else \
+        ["--use-cpu", "all", "--no-half", "--precision", "full"]
+    sys.argv = ["webui", *cpu, "--skip-torch-cuda-test", "--no-download-sd-model", "--ckpt-dir", empty,
+                "--data-dir", str(data_dir)]
     from modules import initialize
 
     initialize.imports()

@@ -40,10 +40,12 @@ def test_builtin_origins_match_split_grid():
     assert builtin._tile_origins(400, 192, 8) == [0, 104, 208]
 
 
-def test_the_runner_writes_its_report(tmp_path, monkeypatch):
-    monkeypatch.delenv("SD_WEBUI_ROOT", raising=False)
+def test_the_runner_writes_its_report(tmp_path, monkeypatch, capsys):
+    # a folder that is no WebUI: its column is said not run, and the rest is measured and written
+    monkeypatch.setenv("SD_WEBUI_ROOT", str(tmp_path))
     cases = "compact-256-to-2x,swinir-64-to-2x"
     assert bench.main(["--quick", "--repeat", "1", "--cases", cases, "--out", str(tmp_path)]) == 0
+    assert f"the WebUI's own upscaler: not run (no AUTOMATIC1111 checkout at {tmp_path}" in capsys.readouterr().out
     report = json.loads((tmp_path / "benchmarks-upscaler.json").read_text())
     compact, swinir = (case["variants"] for case in report["cases"])
     assert set(compact) == {"builtin", "ours", "ours-fp32"}
