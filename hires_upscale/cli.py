@@ -87,6 +87,14 @@ def _expand(inputs: Sequence[Path]) -> list[Path]:
     return files
 
 
+def _engine_facts(upscaler: object, image: Image.Image) -> dict[str, object]:
+    """How a model ran, for the output's record: its precision, device and tile size (none for Lanczos)."""
+    if not hasattr(upscaler, "grid_for"):
+        return {}
+    return {"precision": str(upscaler.dtype).removeprefix("torch."), "device": str(upscaler.device),  # type: ignore[attr-defined]
+            "tile": upscaler.grid_for(image.width, image.height).tile_size}  # type: ignore[attr-defined]
+
+
 def upscale_command(args: argparse.Namespace) -> int:
     try:
         params = _params(args)
@@ -112,7 +120,7 @@ def upscale_command(args: argparse.Namespace) -> int:
         return result, {TEXT_KEY: format_fields({
             "model": upscaler.name, "from": "x".join(map(str, image.size)),
             "to": "x".join(map(str, result.image.size)), "fit": params.fit,
-            "sharpen": params.sharpen_strength if params.sharpen else 0,
+            "sharpen": params.sharpen_strength if params.sharpen else 0, **_engine_facts(upscaler, image),
         })}
 
     failed = 0

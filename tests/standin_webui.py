@@ -100,6 +100,8 @@ def install(monkeypatch, tmp_path) -> WebUI:
         pass
 
     package = types.ModuleType("modules")
+    # the one checkpoint here: what the setting names (an image's own "Model" is not here)
+    loaded = types.SimpleNamespace(name="loaded.safetensors", title="loaded.safetensors [abc]")
     webui.modules = {
         "modules": package, "modules.shared": shared, "modules.processing": processing,
         "modules.scripts": types.SimpleNamespace(Script=Script, ScriptRunner=ScriptRunner),
@@ -107,8 +109,9 @@ def install(monkeypatch, tmp_path) -> WebUI:
         "modules.devices": types.SimpleNamespace(device=types.SimpleNamespace(type="cpu"), torch_gc=lambda: None),
         "modules.paths": types.SimpleNamespace(data_path=str(tmp_path)),
         "modules.sd_models": types.SimpleNamespace(model_data=types.SimpleNamespace(sd_model=shared.sd_model),
-                                                   get_closet_checkpoint_match=lambda name: None,
-                                                   checkpoints_list={}),
+                                                   get_closet_checkpoint_match={loaded.title: loaded}.get,
+                                                   select_checkpoint=lambda: loaded,
+                                                   checkpoints_list={loaded.title: loaded}),
         "modules.call_queue": types.SimpleNamespace(queue_lock=nullcontext()),
         "modules.sd_samplers": types.SimpleNamespace(visible_sampler_names=lambda: ["DPM++ 2M", "Euler a", "Euler"]),
     }

@@ -51,6 +51,43 @@ def test_scale_with_a_model(webui_png, rrdb_small, tmp_path):
     assert Image.open(tmp_path / "lighthouse.png").size == (192, 128)
 
 
+def test_tile_size_precision_and_device_are_what_the_model_runs_with(webui_png, rrdb_small, tmp_path):
+    from hires_upscale.infotext import parse_fields
+    from hires_upscale.upscaler import load_model
+
+    done = run_cli("upscale", webui_png, "--model", rrdb_small, "--tile-size", 32, "--precision", "fp32",
+                   "--device", "cpu", "-o", tmp_path / "flags")
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "flags" / "lighthouse.png") as result:
+        facts = parse_fields(result.text["hires-upscale"])
+        made = result.convert("RGB")
+    assert (facts["tile"], facts["precision"], facts["device"]) == ("32", "float32", "cpu")
+    source = Image.open(webui_png).convert("RGB")
+    same = load_model(rrdb_small, device="cpu", precision="fp32", tile_size=32).upscale(source, (192, 128))
+    assert made.tobytes() == same.tobytes()  # exactly the engine with those settings
+    whole = load_model(rrdb_small, device="cpu", precision="fp32", tile_size=96).upscale(source, (192, 128))
+    assert made.tobytes() != whole.tobytes()  # and the tiles are not the whole frame
+
+
+@pytest.mark.parametrize("fit", ["crop", "fill", "stretch"])
+def test_fit_shapes_a_size_of_another_aspect(webui_png, tmp_path, fit):
+    from hires_upscale.params import HiresParams
+    from hires_upscale.pipeline import Pipeline
+    from hires_upscale.upscaler import resolve_upscaler
+
+    done = run_cli("upscale", webui_png, "--width", 160, "--height", 160, "--fit", fit, "-o", tmp_path)
+    assert done.returncode == 0, done.stderr
+    made = Image.open(tmp_path / "lighthouse.png").convert("RGB")
+    params = HiresParams(enabled=True, upscaler="Lanczos", denoise=0, resize_mode="size", width=160, height=160,
+                         fit=fit)
+    expected = Pipeline(resolve_upscaler, snap_multiple=1).run(Image.open(webui_png).convert("RGB"), params).image
+    assert made.size == (160, 160) and made.tobytes() == expected.convert("RGB").tobytes()
+    others = {other: Pipeline(resolve_upscaler, snap_multiple=1).run(
+        Image.open(webui_png).convert("RGB"), HiresParams(**{**params.__dict__, "fit": other})).image.tobytes()
+        for other in ("crop", "fill", "stretch") if other != fit}
+    assert all(made.tobytes() != other for other in others.values())  # each fit is its own picture
+
+
 @pytest.mark.reliability(area="CLI", tried="a corrupt model file",
                          expected="exit 1, the file named, no traceback, no output")
 def test_a_corrupt_model_is_refused_by_name(webui_png, tmp_path):

@@ -10,14 +10,15 @@ from benchmarks.colorfix import coarse_psnr, drifted_copy, fine_correlation, hal
 from hires_upscale.colorfix import color_fix
 
 
-@pytest.mark.parametrize("mode", ["wavelet", "adain"])
-def test_the_fix_gives_back_the_pictures_colours_and_keeps_the_copys_detail(mode):
+@pytest.mark.parametrize(("mode", "colours_db"), [("wavelet", 45), ("adain", 35)])
+def test_the_fix_gives_back_the_pictures_colours_and_keeps_the_copys_detail(mode, colours_db):
     original = picture(256, 256)
     copy = drifted_copy(original)
     assert coarse_psnr(copy, original) < 30  # the drift is real
     fixed = color_fix(copy, original, mode)
-    assert coarse_psnr(fixed, original) >= 40
-    assert fine_correlation(fixed, copy) >= 0.9
+    assert coarse_psnr(fixed, original) >= colours_db  # adain's one global match leaves more
+    # the pass's new shapes kept: a fix reaching into bands finer than ~32 px takes them away (0.95)
+    assert fine_correlation(fixed, copy) >= 0.99
 
 
 def test_wavelet_also_removes_drift_that_differs_across_the_picture():

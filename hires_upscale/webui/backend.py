@@ -132,11 +132,11 @@ class Generation:
             if title is None:
                 notes.append(Advice("image_checkpoint_missing", "warning", "checkpoint",
                                     f"The image's checkpoint {fields['Model']} is not here: the second pass ran "
-                                    f"with the WebUI's, {getattr(shared.opts, 'sd_model_checkpoint', '(none)')}."))
+                                    f"with the WebUI's, {webui_checkpoint()}."))
             else:
                 override_settings["sd_model_checkpoint"] = title
         elif not params.checkpoint:
-            decided.append(f"the loaded checkpoint {getattr(shared.opts, 'sd_model_checkpoint', '(none)')}")
+            decided.append(f"the loaded checkpoint {webui_checkpoint()}")
         if _number(fields, "Clip skip", int, 0):
             override_settings["CLIP_stop_at_last_layers"] = _number(fields, "Clip skip", int, 1)
         override_settings.update(checkpoint_override(params))
@@ -212,6 +212,23 @@ def find_checkpoint(name: str) -> str | None:
 
     info = sd_models.get_closet_checkpoint_match(name)
     return info.title if info is not None else None
+
+
+def webui_checkpoint() -> str:
+    """The file name of the checkpoint the WebUI runs with: its setting, or before anything has
+    loaded (a first job right after start leaves the setting empty) the one it is about to load.
+    The name, not the title: a title gains its hash only once the WebUI has computed it, and the
+    same run must not read differently in the first job and the next."""
+    from modules import sd_models
+
+    title = getattr(shared.opts, "sd_model_checkpoint", None)
+    info = sd_models.get_closet_checkpoint_match(title) if title else None
+    if info is None:
+        try:
+            info = sd_models.select_checkpoint()
+        except FileNotFoundError:  # A1111 with no checkpoint at all (Forge answers None)
+            info = None
+    return info.name if info is not None else (title or "(none)")
 
 
 def checkpoint_titles() -> list[str]:

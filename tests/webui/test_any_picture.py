@@ -96,7 +96,7 @@ def test_a_photo_with_no_info_is_upscaled_and_what_was_decided_is_said(webui):
     codes = [w["code"] for w in done["warnings"]]
     assert "image_defaults" in codes and "no_prompt" not in codes
     defaults = next(w["message"] for w in done["warnings"] if w["code"] == "image_defaults")
-    assert "seed " in defaults and "sampler " in defaults and "the loaded checkpoint" in defaults
+    assert "seed " in defaults and "sampler " in defaults and "the loaded checkpoint random-sd15" in defaults
     assert "Hires upscale notes:" in done["infotext"]
     bare = webui.post(UPSCALE, {"images": [data], "params": {"upscaler": ESRGAN_NAME, "denoise": 0.3,
                                                               "hires_steps": 1}})

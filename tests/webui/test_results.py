@@ -86,6 +86,8 @@ def test_the_nested_pass_leaves_params_txt_and_settings_as_the_outer_job_made_th
 
 
 def test_token_merging_stays_on_for_the_rest_of_the_outer_job(webui):
+    if webui.kind == "forge":
+        pytest.skip("Forge patches token merging into a copy of the model per sampling: nothing can leak")
     webui.recorded()
     try:
         result = txt2img(webui, n_iter=2, override_settings={"token_merging_ratio": 0.5},
@@ -97,8 +99,6 @@ def test_token_merging_stays_on_for_the_rest_of_the_outer_job(webui):
         webui.post("/sdapi/v1/options", {"token_merging_ratio": 0})
     assert [decode(data).size for data in result["images"]] == [(128, 128)] * 2
     outer = [c["tome"] for c in webui.recorded() if c["hook"] == "process_batch" and not c["inner"]]
-    if outer and outer[0] is None:
-        pytest.skip("Forge patches token merging into a copy of the model per sampling: nothing to leak")
     assert outer == [0.5, 0.5]  # the second batch as the first, after our pass
 
 

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness import ESRGAN_NAME, WebUI, decode, image_b64
-from PIL import PngImagePlugin
+from harness import ESRGAN_NAME, WebUI, decode, image_b64, psnr
+from PIL import Image, PngImagePlugin
 from proxy import Proxy
 from test_webui import txt2img
 
@@ -25,6 +25,8 @@ API_USER = ("alice", "s3cret")
 UI_USER = ("bob", "hunter2")
 OPTIONS = "/hires-upscale/v1/options"
 UPSCALE = "/hires-upscale/v1/upscale"
+#: The engine's flags the --api-auth WebUI also starts with (preload.py): its tiles and precision.
+FLAG_TILE = 48
 #: A part of the extension armed to fail at start (tests/webui/faults_extension): its settings section.
 FAILING_PART = "hires_upscale.webui.ui.add_option"
 
@@ -33,7 +35,8 @@ FAILING_PART = "hires_upscale.webui.ui.add_option"
 def api_auth_webui(webui, tmp_path_factory):
     """The tier's host again, with --api --api-auth (the harness's requests send the credentials)."""
     server = WebUI(webui.checkout, tmp_path_factory.mktemp(f"api-auth-{webui.kind}"),
-                   flags=["--api-auth", ":".join(API_USER)], api_auth=API_USER)
+                   flags=["--api-auth", ":".join(API_USER), "--hires-upscale-tile-size", str(FLAG_TILE),
+                          "--hires-upscale-fp32"], api_auth=API_USER)
     try:
         server.start()
         yield server
@@ -148,3 +151,21 @@ def test_a_part_that_fails_at_start_is_said_and_the_rest_works(proxied_webui):
     assert f"injected by the hires-upscale tests: {FAILING_PART} fails" in log
     assert "update the extension" in log
     assert proxied_webui.faults_left() == [], "the armed failure fired"
+
+
+@pytest.mark.reliability(area="WebUI", tried="--hires-upscale-tile-size 48 --hires-upscale-fp32 on the command line",
+                         expected="the engine runs 48 px tiles in fp32: the WebUI's result is the engine's own with "
+                         "those settings, not its whole-frame or reduced-precision one")
+def test_the_engine_flags_set_its_tiles_and_precision(api_auth_webui):
+    from hires_upscale.upscaler import load_model
+
+    picture = Image.effect_noise((64, 64), 50).convert("RGB")
+    reply = api_auth_webui.post(UPSCALE, {"images": [image_b64(picture)], "params": {"upscaler": ESRGAN_NAME,
+                                                                                      "denoise": 0}})
+    assert reply.status == 200, reply.body
+    theirs = decode(reply.json()["images"][0]["image"]).convert("RGB")
+    model = api_auth_webui.esrgan_dir / f"{ESRGAN_NAME}.pth"
+    flagged = load_model(model, device="cpu", precision="fp32", tile_size=FLAG_TILE).upscale(picture, (128, 128))
+    whole = load_model(model, device="cpu", precision="fp32", tile_size=64).upscale(picture, (128, 128))
+    reduced = load_model(model, device="cpu", precision="auto", tile_size=FLAG_TILE).upscale(picture, (128, 128))
+    assert psnr(theirs, flagged) > max(psnr(theirs, whole), psnr(theirs, reduced)) + 3

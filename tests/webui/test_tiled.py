@@ -63,6 +63,41 @@ def test_a_tiled_second_pass_gives_what_untiled_gives(webui):
     assert psnr(decode(tiled["image"]), decode(untiled["image"])) > 20
 
 
+@pytest.mark.reliability(area="Low VRAM", tried="a tiled second pass at 384 -> 768, its model calls watched",
+                         expected="every UNet call and VAE tile smaller than the picture, the UNet's tiles batched "
+                         "4 to a call each step; untiled: one whole-frame call each step")
+def test_the_tiled_pass_really_runs_in_tiles(webui):
+    """What `tiled: on` does, seen where the model runs (the recorder's shape hooks), not in our own
+    infotext: 768 px is a 96x96 latent; tiles of 256 px are 32x32 latents, 8 apart: 4x4 tiles of 30
+    (tiling.fitted_grid), 4 per UNet call, so 4 calls per sampling step. Forge tiles the VAE itself at
+    512 px, so its tiles are seen there too at this size."""
+    steps, latent = 2, 768 // 8
+    webui.recorded()
+    webui.watch(True)
+    try:
+        tiled = upscale(webui, source=384, tiled="on", tile_size=256, hires_steps=steps)
+        calls = webui.recorded()
+        untiled = upscale(webui, source=384, tiled="off", hires_steps=steps)
+        whole = webui.recorded()
+    finally:
+        webui.watch(False)
+    assert (tiled["width"], untiled["width"]) == (768, 768)
+
+    def shapes(record: list[dict], hook: str) -> list[list[int]]:
+        return [entry["shape"] for entry in record if entry["hook"] == hook]
+
+    unet, full_frame = shapes(calls, "unet"), shapes(whole, "unet")
+    assert unet and {tuple(shape[-2:]) for shape in unet} == {(30, 30)}, unet
+    # each whole-frame call became 16 tiles, 4 to a call (a host may split cond and uncond: both ways alike)
+    assert full_frame and {tuple(shape[-2:]) for shape in full_frame} == {(latent, latent)}, full_frame
+    assert len(full_frame) % steps == 0 and len(unet) == 4 * len(full_frame), (len(unet), len(full_frame))
+    for hook in ("vae encoder", "vae decoder"):
+        seen = [max(shape[-2:]) for shape in shapes(calls, hook)]
+        full = 768 if hook == "vae encoder" else latent
+        assert any(side < full for side in seen), (hook, seen)  # tiles, not only the whole picture
+        assert all(side == full for side in (max(s[-2:]) for s in shapes(whole, hook))), (hook, whole)
+
+
 @pytest.mark.reliability(area="Low VRAM", tried="out of memory in the second pass's UNet, tiled: auto",
                          expected="runs again tiled, says so once, finishes at the target size")
 def test_out_of_memory_in_the_unet_retries_tiled_and_says_so(webui):
@@ -124,6 +159,14 @@ def test_an_interrupt_in_the_second_pass_keeps_the_upscaled_image(webui):
     image = decode(reply.json()["images"][0])
     assert image.size == (128, 128)
     assert parse_parameters(image.text["parameters"]).fields["Hires upscale interrupted"] == "after upscale"
+    # the pixels are the upscaled image's, not a half-denoised decode: the same first pass, upscaled only
+    first = txt2img(webui)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", json.loads(first["info"])["infotexts"][0])
+    only = webui.post("/hires-upscale/v1/upscale", {"images": [image_b64(decode(first["images"][0]), pnginfo=info)],
+                                                    "params": {"upscaler": ESRGAN_NAME, "denoise": 0}})
+    assert only.status == 200, only.body
+    assert psnr(image, decode(only.json()["images"][0]["image"])) > 50
     after = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args()}})
     assert decode(after["images"][0]).size == (128, 128)
     assert "Hires upscale interrupted" not in decode(after["images"][0]).text["parameters"]

@@ -9,7 +9,10 @@ file, or an empty list, it does nothing. Each fault fires `times` times (default
 - {"kind": "oom", "stage": "vae decode", "min_pixels": N}: the VAE decoder's last layer
   does, where a decode's memory peaks, when its input has at least N pixels.
 - {"kind": "interrupt", "stage": "sampling", "min_pixels": N}: the WebUI's interrupt is
-  pressed at the first sampling step of a picture of at least N pixels.
+  pressed at the first sampling step of a picture of at least N pixels; "kind": "skip" presses
+  its Skip instead.
+- any fault may add "min_batch": B: it fires only for a model call of at least B rows (a batch's
+  second pass runs cond and uncond of every image in one call).
 - {"kind": "raise", "stage": "module.name.function"}: that function of sd-webui-hires-upscale
   raises when called (replaced before the UI is built, so a test starting a WebUI with the fault
   armed sees a part of the extension fail at start, e.g. "hires_upscale.webui.ui.add_option").
@@ -29,7 +32,7 @@ from modules import script_callbacks, shared
 FAULTS = Path(os.environ.get("HIRES_UPSCALE_TEST_FAULTS", "/nonexistent"))
 
 
-def _take(kind: str, stage: str, pixels: int) -> bool:
+def _take(kind: str, stage: str, pixels: int, rows: int = 1) -> bool:
     """Whether a fault of this kind and stage fires now (and spend one of its times)."""
     try:
         faults = json.loads(FAULTS.read_text())
@@ -37,15 +40,15 @@ def _take(kind: str, stage: str, pixels: int) -> bool:
         return False
     for fault in faults:
         if (fault["kind"], fault["stage"]) == (kind, stage) and pixels >= fault.get("min_pixels", 0) \
-                and fault.get("times", 1) > 0:
+                and rows >= fault.get("min_batch", 0) and fault.get("times", 1) > 0:
             fault["times"] = fault.get("times", 1) - 1
             FAULTS.write_text(json.dumps(faults))
             return True
     return False
 
 
-def _raise_out_of_memory(stage: str, pixels: int) -> None:
-    if _take("oom", stage, pixels):
+def _raise_out_of_memory(stage: str, pixels: int, rows: int = 1) -> None:
+    if _take("oom", stage, pixels, rows):
         raise torch.cuda.OutOfMemoryError(
             f"CUDA out of memory. Tried to allocate 9.50 GiB (injected by the hires-upscale tests: {stage} "
             f"at {pixels} pixels)")
@@ -67,15 +70,19 @@ def _install(model) -> None:
     unet, decoder = _modules(model)
     model._hires_upscale_test_faults = True
     unet.register_forward_pre_hook(
-        lambda module, inputs: _raise_out_of_memory("unet", inputs[0].shape[-1] * inputs[0].shape[-2] * 64))
+        lambda module, inputs: _raise_out_of_memory("unet", inputs[0].shape[-1] * inputs[0].shape[-2] * 64,
+                                                    inputs[0].shape[0]))
     decoder.conv_out.register_forward_pre_hook(
         lambda module, inputs: _raise_out_of_memory("vae decode", inputs[0].shape[-1] * inputs[0].shape[-2]))
 
 
 def on_cfg_denoiser(params) -> None:
     _install(shared.sd_model)
-    if _take("interrupt", "sampling", params.x.shape[-1] * params.x.shape[-2] * 64):
+    pixels = params.x.shape[-1] * params.x.shape[-2] * 64
+    if _take("interrupt", "sampling", pixels):
         shared.state.interrupt()
+    if _take("skip", "sampling", pixels):
+        shared.state.skip()
 
 
 def _arm_raises() -> None:

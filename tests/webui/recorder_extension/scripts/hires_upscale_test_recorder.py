@@ -8,7 +8,13 @@ model, None where it keeps no such mark, as Forge); every checkpoint load append
 {"hook": "model_loaded", "checkpoint": title}; every INFO-or-worse line of the extension's
 "hires_upscale" logger appends {"hook": "log", "level", "message"} (what its engine said it loaded);
 every job the WebUI's state begins or ends appends {"hook": "job_begin" | "job_end", "job", "time"}
-(time.monotonic(): whether two jobs overlapped).
+(time.monotonic(): whether two jobs overlapped). Each hook entry also has the job's sampler,
+scheduler, steps, CFG scale and refiner (what a pass really ran with).
+
+While the file named by HIRES_UPSCALE_TEST_RECORD + ".watch" exists, every call of the loaded model's
+UNet appends {"hook": "unet", "shape": [batch, channels, h, w]} and every call of its VAE's encoder
+and decoder input convolution {"hook": "vae encoder" | "vae decoder", "shape": [...]}: a tiled pass
+shows its tiles there (the convolutions run once per tile, the modules themselves may not).
 
 A tag "cfg=X" sets the CFG scale of the img2img jobs it runs in to X (only there, so the
 first pass stays as it was): a test sees whether the second pass ran with this extension
@@ -47,7 +53,10 @@ def _hook(name: str):
         is_img2img = hasattr(p, "init_images")
         _append({"hook": name, "kind": "img2img" if is_img2img else "txt2img", "size": [p.width, p.height],
                  "args": ours, "inner": bool(getattr(p, "_hires_upscale_inner", False)),
-                 "tome": getattr(shared.sd_model, "applied_token_merged_ratio", None)})
+                 "tome": getattr(shared.sd_model, "applied_token_merged_ratio", None),
+                 "sampler": getattr(p, "sampler_name", None), "scheduler": getattr(p, "scheduler", None),
+                 "steps": getattr(p, "steps", None), "cfg": getattr(p, "cfg_scale", None),
+                 "refiner": getattr(p, "refiner_checkpoint", None)})
         tag = str(ours[0]) if ours else ""
         if name == "process" and is_img2img and tag.startswith("cfg="):
             p.cfg_scale = float(tag[4:])
@@ -77,6 +86,36 @@ def _model_loaded(model) -> None:
 
 
 script_callbacks.on_model_loaded(_model_loaded)
+
+WATCH = RECORD + ".watch" if RECORD else ""
+
+
+def _watch_shape(hook: str):
+    def record(module, inputs) -> None:
+        if WATCH and os.path.exists(WATCH) and inputs and hasattr(inputs[0], "shape"):
+            _append({"hook": hook, "shape": list(inputs[0].shape)})
+
+    return record
+
+
+def _watch_modules(model) -> None:
+    """Shape hooks on the loaded model's UNet and its VAE's input convolutions, once per model: A1111's
+    LDM model, or Forge's `forge_objects` (where `model.model` and `first_stage_model` do not run)."""
+    if model is None or getattr(model, "_hires_upscale_test_watched", False):
+        return
+    forge = getattr(model, "forge_objects", None)
+    if forge is not None:
+        unet, vae = forge.unet.model.diffusion_model, forge.vae.first_stage_model
+    else:
+        unet, vae = model.model.diffusion_model, model.first_stage_model
+    model._hires_upscale_test_watched = True
+    unet.register_forward_pre_hook(_watch_shape("unet"))
+    vae.encoder.conv_in.register_forward_pre_hook(_watch_shape("vae encoder"))
+    vae.decoder.conv_in.register_forward_pre_hook(_watch_shape("vae decoder"))
+
+
+script_callbacks.on_model_loaded(_watch_modules)
+script_callbacks.on_cfg_denoiser(lambda params: _watch_modules(shared.sd_model))
 
 
 def _timed(hook: str, method):
