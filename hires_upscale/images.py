@@ -270,6 +270,19 @@ def output_suffix(source: Path, same_format: bool) -> str:
     return suffix if same_format and suffix in OUTPUT_FORMATS else ".png"
 
 
+#: A JPEG keeps its EXIF in one APP1 segment of at most 64 KiB (Pillow refuses more).
+JPEG_EXIF_BYTES = 65533
+
+
+def format_holding(fmt: str, text: dict[str, str] | None) -> str:
+    """`fmt`, or PNG where a JPEG could not hold `text["parameters"]` in its EXIF (some 32,000
+    characters): the generation info is kept, as the WebUI switches to PNG for a size JPEG cannot hold."""
+    parameters = (text or {}).get("parameters", "")
+    if fmt == "JPEG" and len(parameters.encode("utf-16-be")) + 128 > JPEG_EXIF_BYTES:
+        return "PNG"
+    return fmt
+
+
 def encode_image(image: Image.Image, stream: BinaryIO, fmt: str, text: dict[str, str] | None = None) -> None:
     """`image` in `fmt` with its generation info where each format keeps it, as the WebUI saves: PNG
     text chunks (all of `text`); JPEG and WebP: `text["parameters"]` as the EXIF UserComment
@@ -300,11 +313,14 @@ def save_image(
     image: Image.Image, path: str | os.PathLike[str], *, text: dict[str, str] | None = None, overwrite: bool = False
 ) -> Path:
     """Write `image` in the format its suffix names (PNG, JPEG, WebP; see `encode_image`) with its text,
-    atomically; refuse to replace a file unless `overwrite`."""
+    atomically; refuse to replace a file unless `overwrite`. A JPEG that cannot hold the text is
+    written as .png instead (`format_holding`): the returned path says which."""
     path = Path(path)
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower(), "PNG")
+    if format_holding(fmt, text) != fmt:
+        path, fmt = path.with_suffix(".png"), "PNG"
     if not overwrite and path.exists():
         raise OutputExistsError(path)
-    fmt = OUTPUT_FORMATS.get(path.suffix.lower(), "PNG")
     return write_atomically(path, lambda stream: encode_image(image, stream, fmt, text), overwrite=overwrite)
 
 

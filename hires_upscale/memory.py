@@ -19,13 +19,14 @@ from .errors import OutOfMemory
 #: pixels per latent unit of the Stable Diffusion VAEs (SD1.5, SD2, SDXL)
 VAE_FACTOR = 8
 
-#: Estimated peaks per output pixel, 16-bit weights, from DESIGN's H100 note (random-weight models:
-#: a VAE decode of 2048^2 took 9.5 GiB, an SDPA UNet step 1 GiB); 32-bit doubles them. Estimates,
+#: Estimated peaks per output pixel, 16-bit weights, from the seed design's H100 note (shared/DESIGN.md,
+#: outside this repository; random-weight models: a VAE decode of 2048^2 took 9.5 GiB, an SDPA UNet
+#: step 1 GiB); 32-bit doubles them. Estimates,
 #: not measured on this machine: they only decide when "auto" starts tiled, and an out-of-memory
 #: error corrects them for the session (`TilingPolicy.out_of_memory_from`).
 VAE_DECODE_BYTES_PER_PIXEL = 2432
 UNET_STEP_BYTES_PER_PIXEL = 256
-#: Leave this share of free memory for the allocator's fragmentation and the host.
+#: The share of free memory a pass may plan to use; the rest is left to the allocator's fragmentation and the host.
 MEMORY_HEADROOM = 0.8
 
 Done = TypeVar("Done")

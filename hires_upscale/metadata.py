@@ -373,7 +373,12 @@ def read_generation(record: Record) -> ImageGeneration:
     """What the image's own record says, from the first reader that recognises it; an empty
     `ImageGeneration` (tool "") when none does, with a note where a record was there but unreadable."""
     for reader in READERS:
-        found = reader(record)
+        try:
+            found = reader(record)
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+            # valid JSON of a shape no tool writes (a list for an object, null inputs): another
+            # reader may still know the record, else it is said to be unreadable below
+            continue
         if found is not None:
             return found
     known = [key for key in ("parameters", "prompt", "Comment", "invokeai_metadata") if record.chunks.get(key)]

@@ -1,10 +1,10 @@
 """The tiled VAE of the low-VRAM second pass, over plain torch modules (the WebUI's VAEs and
 diffusers' `AutoencoderKL` alike).
 
-The VAE is the memory hog of a large second pass (DESIGN: 9.5 GiB to decode 2048x2048 in fp16),
-in its blocks at pixel resolution. Its convolutions are local, so overlapping tiles blended with
-feathered weights come close to the full frame, except for what sees the whole picture: the
-GroupNorm statistics and the attention of the middle stage. That stage runs at latent resolution
+The VAE is the memory hog of a large second pass (the seed design's H100 note, an estimate: 9.5 GiB
+to decode 2048x2048 in fp16), in its blocks at pixel resolution. Its convolutions are local, so
+overlapping tiles blended with feathered weights come close to the full frame, except for what sees
+the whole picture: the GroupNorm statistics and the attention of the middle stage. That stage runs at latent resolution
 (1/64 of the pixels), so it runs once, full frame. The decoder's tiles start from its output; the
 encoder's tiles stop before it, and it runs once on their blended output, the tiles' GroupNorms
 sharing statistics recorded on a small copy of the whole image. (Which statistics serve best was

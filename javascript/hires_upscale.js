@@ -253,6 +253,7 @@
                 try {
                     HU.options = JSON.parse(text);
                     HU.optionsText = text;
+                    HU.optionsVersion = (HU.optionsVersion || 0) + 1;  // new data re-renders, whatever its length
                 } catch (error) {
                     console.warn("sd-webui-hires-upscale: the page's data is not JSON:", error);
                 }
@@ -333,7 +334,7 @@
         const refresh = function () {
             HU.readOptions();
             const key = JSON.stringify([readParams(tab), readSource(tab), readNumber(tab + "_steps"),
-                HU.optionsText && HU.optionsText.length]);
+                HU.optionsVersion || 0]);
             if (key !== last) {
                 last = key;
                 HU.render(tab);

@@ -448,3 +448,25 @@ def test_a_client_that_hangs_up_during_the_body_is_a_400_not_a_server_error():
     with pytest.raises(HTTPException) as refused:
         anyio.run(api._read_body, request)
     assert refused.value.status_code == 400
+
+
+class LongInfotextHost(CoreHost):
+    """A host whose results carry an infotext longer than a JPEG's EXIF holds (a very long prompt)."""
+
+    def run(self, items, params, *, client_gone):
+        return [NamedResult(done.name, done.result, "a lighthouse, " * 2500)
+                for done in super().run(items, params, client_gone=client_gone)]
+
+
+def test_a_jpeg_that_cannot_hold_its_infotext_comes_back_as_png_and_says_so(tmp_path):
+    app = FastAPI()
+    app.include_router(api.build_router(LongInfotextHost(tmp_path)))
+    buffer = io.BytesIO()
+    noise_image(16, 16).save(buffer, format="JPEG")
+    reply = TestClient(app).post("/hires-upscale/v1/upscale", json={
+        "images": [base64.b64encode(buffer.getvalue()).decode()], "output_format": "same"})
+    assert reply.status_code == 200, reply.text
+    [done] = reply.json()["images"]
+    assert done["format"] == "PNG" and [w["code"] for w in done["warnings"]] == ["output_format_png"]
+    with Image.open(io.BytesIO(base64.b64decode(done["image"]))) as image:
+        assert image.format == "PNG" and image.text["parameters"] == done["infotext"]

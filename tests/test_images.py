@@ -218,3 +218,16 @@ def test_animations_give_their_first_frame_and_say_so(tmp_path, suffix, options)
     assert notice.code == "first_frame" and notice.message == "The file has 3 frames; only the first is upscaled."
     frames[0].save(tmp_path / f"still.{suffix}", **options)
     assert notices(open_image(tmp_path / f"still.{suffix}")) == []
+
+
+def test_a_jpeg_that_cannot_hold_the_generation_info_is_written_as_png(tmp_path):
+    from hires_upscale.images import save_image
+
+    picture = noise_image(32, 32)
+    short = save_image(picture, tmp_path / "short.jpg", text={"parameters": PARAMETERS})
+    assert short.suffix == ".jpg"
+    long_text = "a lighthouse, " * 2500 + "\nSteps: 20, Seed: 1"  # 35,000 characters: over a JPEG's 64 KiB EXIF
+    written = save_image(picture, tmp_path / "long.jpg", text={"parameters": long_text})
+    assert written == tmp_path / "long.png" and not (tmp_path / "long.jpg").exists()
+    with Image.open(written) as kept:
+        assert kept.format == "PNG" and kept.text["parameters"] == long_text

@@ -185,6 +185,23 @@ def test_a_photo_has_no_record_and_a_broken_one_is_said():
     assert not broken.found and broken.notes == ("its PNG text 'parameters' could not be read as generation info",)
 
 
+def _saved_with_null_inputs() -> dict:
+    graph = comfy_graph()
+    next(node for node in graph.values() if node["class_type"] == "SaveImage")["inputs"] = None
+    return graph
+
+
+@pytest.mark.parametrize("text", [
+    {"Software": "NovelAI", "Comment": "[1]"},  # NovelAI's settings as a list, not an object
+    {"prompt": json.dumps(_saved_with_null_inputs())},
+    {"prompt": json.dumps({"3": {"class_type": "KSampler", "inputs": [1, 2]}})},
+    {"invokeai_metadata": "[]"},
+], ids=["novelai-list", "comfyui-null-inputs", "comfyui-list-inputs", "invokeai-list"])
+def test_valid_json_of_a_shape_no_tool_writes_is_said_not_a_crash(text):
+    broken = read(opened(text=text))  # no AttributeError: the API would answer 500, the tab a traceback
+    assert broken.info.prompt == "" and not broken.info.fields and len(broken.notes) == 1, broken
+
+
 def test_cmyk_and_16_bit_pictures_are_converted_and_said():
     cmyk = opened("JPEG", mode="CMYK")
     assert cmyk.mode == "RGB"

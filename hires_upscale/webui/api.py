@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from ..advice import Advice
 from ..errors import (
     FieldError,
     HiresUpscaleError,
@@ -41,7 +42,7 @@ from ..errors import (
     TargetTooLargeError,
     UpscalerFailed,
 )
-from ..images import decode_base64_image, encode_image, source_format
+from ..images import decode_base64_image, encode_image, format_holding, source_format
 from ..params import HiresParams, json_schema
 from ..pipeline import NamedResult
 
@@ -265,10 +266,19 @@ def _upscale(host: ApiHost, body: bytes, client_gone: Callable[[], bool]) -> Ups
             name=done.name, image=_encoded(done.result.image, fmt, done.infotext), format=fmt, infotext=done.infotext,
             width=done.result.image.width, height=done.result.image.height,
             source_width=done.result.plan.source[0], source_height=done.result.plan.source[1],
-            warnings=done.result.advice, interrupted=done.result.interrupted,
+            warnings=[*done.result.advice, *_format_notes(wanted, fmt)], interrupted=done.result.interrupted,
         )
-        for done, fmt in zip(results, formats, strict=False)  # a client gone may leave fewer results
+        for done, wanted in zip(results, formats, strict=False)  # a client gone may leave fewer results
+        for fmt in [format_holding(wanted, {"parameters": done.infotext})]
     ])
+
+
+def _format_notes(wanted: str, fmt: str) -> list[dict[str, str]]:
+    if wanted == fmt:
+        return []
+    return [Advice("output_format_png", "info", "output_format",
+                   f"Returned as PNG, not {wanted}: a {wanted}'s EXIF cannot hold this image's generation info "
+                   "(over 32,000 characters).").as_dict()]
 
 
 async def _in_thread_watching_client(request: Request, work: Callable[..., Any], *args: Any) -> Any:

@@ -13,8 +13,8 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 
 def api_users(setting: str | None) -> dict[str, str]:
-    """The users of an --api-auth value ("user:password,user2:pw2"), as the WebUI reads it (a password
-    may hold ':')."""
+    """The users of an --api-auth value ("user:password,user2:pw2"). A second ':' stays in the password
+    (A1111's own API fails to start on one; nothing is gained by failing here too)."""
     return dict(entry.split(":", 1) for entry in (setting or "").split(",") if ":" in entry)
 
 

@@ -21,8 +21,8 @@ Action = TypeVar("Action", bound=Callable[..., Any])
 
 #: What a user can do about a failure of ours at start.
 REMEDY = ("The rest of sd-webui-hires-upscale still works. To fix it: update the extension (git pull in "
-          "its folder) and restart; if it stays, report it with the traceback above and the WebUI's "
-          "version line (the bottom of its page, or --version).")
+          "its folder) and restart; if it stays, report it with the traceback below and the WebUI's "
+          "version line (at the bottom of its page).")
 
 
 def _report(what: str, lost: str) -> None:

@@ -21,6 +21,7 @@ from ..advice import Advice
 from ..batch import Skipped
 from ..errors import HiresUpscaleError
 from ..images import open_image, record_of
+from ..infotext import parse_parameters
 from ..metadata import read_generation
 from ..params import BUILT_IN_MODULES, SCRIPT_FIELDS, HiresParams
 from ..plan import make_plan
@@ -315,8 +316,9 @@ class GalleryButton:
         said = [a["message"] for a in done.result.advice]
         if getattr(shared.opts, "samples_save", True):
             tab = self.accordion.tab
-            folder = getattr(shared.opts, f"outdir_{tab}_samples", "") or shared.opts.outdir_samples
-            info = read_generation(record_of(done.result.image)).info
+            # as the WebUI picks it: the one folder for all images when set, else the tab's
+            folder = shared.opts.outdir_samples or getattr(shared.opts, f"outdir_{tab}_samples", "")
+            info = parse_parameters(done.infotext)  # the seed and prompt the pass ran with
             saved, _ = images.save_image(done.result.image, folder, "", info.seed, info.prompt,
                                          shared.opts.samples_format, info=done.infotext)
             said.insert(0, f"Saved {saved}.")
@@ -403,10 +405,10 @@ def _report(outcomes, gallery: list[Any], rows: list[tuple[str, str, str, str]])
 def _describe_dropped(files) -> tuple[str, Any, Any, Any]:
     """What the tab will do with the dropped files, before it runs: each file's size, prompt, seed and
     where they come from; with one file, its prompts in the override fields, opened (what the pass
-    will use, to read and edit); with several, the fields cleared (each image's own is used)."""
+    will use, to read and edit); with several or none, the fields cleared (each image's own is used)."""
     paths = [Path(getattr(file, "name", file)) for file in files or []]
-    if not paths:
-        return "", gr.update(), gr.update(), gr.update()
+    if not paths:  # the box emptied: one file's prompts must not stay as everyone's override
+        return "", gr.update(value=""), gr.update(value=""), gr.update()
     rows = []
     prompts: tuple[str, str] = ("", "")
     for path in paths:
