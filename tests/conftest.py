@@ -19,10 +19,29 @@ import models  # noqa: E402
 import reliability  # noqa: E402
 from pictures import noise_image  # noqa: E402, F401 - tests import it from here
 
+#: Set to 1 to run the opt-in tests too (README, "Tests": what they are and why they are not in CI's run).
+ALL_TESTS = "HIRES_UPSCALE_ALL_TESTS"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # docs/reliability.md is written from the @pytest.mark.reliability tests of the run (tests/reliability.py)
     reliability.register(config)
+    config.addinivalue_line("markers", "opt_in(why, hosts=()): run only with HIRES_UPSCALE_ALL_TESTS=1 (on those "
+                                       "WebUI hosts, or everywhere); the skip says why")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(ALL_TESTS) == "1":
+        return
+    for item in items:
+        marker = item.get_closest_marker("opt_in")
+        if marker is None:
+            continue
+        hosts = marker.kwargs.get("hosts", ())
+        callspec = getattr(item, "callspec", None)
+        if hosts and (callspec is None or callspec.params.get("webui") not in hosts):
+            continue
+        item.add_marker(pytest.mark.skip(reason=f"opt-in ({ALL_TESTS}=1): {marker.args[0]}"))
 
 
 # Hypothesis's per-example deadline is a timed assertion, and this machine is

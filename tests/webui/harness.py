@@ -391,6 +391,7 @@ class WebUI:
         self.faults_path = workdir / "faults.json"
         #: what the recorder extension saw (tests/webui/recorder_extension), read by `recorded`
         self.record_path = workdir / "record.jsonl"
+        self.engine_said: list[str] = []  # every message of our logger seen through recorded()
         self.process: subprocess.Popen | None = None
         #: the WebUI's --ckpt-dir, known once started
         self.ckpt_dir = workdir
@@ -535,13 +536,16 @@ class WebUI:
         return [f for f in json.loads(self.faults_path.read_text()) if f.get("times", 1) > 0]
 
     def recorded(self) -> list[dict]:
-        """What the recorder extension saw since the last call (which empties its record)."""
+        """What the recorder extension saw since the last call (which empties its record); what our
+        logger said is also kept in `engine_said` for the whole session (a model loads once)."""
         try:
             lines = self.record_path.read_text().splitlines()
         except OSError:
             return []
         self.record_path.write_text("")
-        return [json.loads(line) for line in lines if line]
+        records = [json.loads(line) for line in lines if line]
+        self.engine_said += [r["message"] for r in records if r["hook"] == "log"]
+        return records
 
     def watch(self, on: bool) -> None:
         """Have the recorder extension log the UNet's and the VAE's input shapes (see its docstring)."""

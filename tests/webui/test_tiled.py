@@ -47,6 +47,8 @@ def no_faults_left(webui):
     webui.inject()
 
 
+@pytest.mark.opt_in("about 2.5 minutes on Forge's CPU path; in CI Forge's tiled pass is checked by the SDXL tiled "
+                    "tests and the out-of-memory retry", hosts=("forge",))
 @pytest.mark.reliability(area="Low VRAM", tried="a tiled second pass (VAE and UNet, 3x3 tiles) at 256 -> 512",
                          expected="same size and infotext as untiled, close to its picture")
 def test_a_tiled_second_pass_gives_what_untiled_gives(webui):
@@ -63,6 +65,8 @@ def test_a_tiled_second_pass_gives_what_untiled_gives(webui):
     assert psnr(decode(tiled["image"]), decode(untiled["image"])) > 20
 
 
+@pytest.mark.opt_in("Forge's untiled 768 px pass alone takes about 6 minutes on a CPU; in CI its UNet tiles are shown "
+                    "by the out-of-memory retry, which only a really tiled pass gets through", hosts=("forge",))
 @pytest.mark.reliability(area="Low VRAM", tried="a tiled second pass at 384 -> 768, its model calls watched",
                          expected="every UNet call and VAE tile smaller than the picture, the UNet's tiles batched "
                          "4 to a call each step; untiled: one whole-frame call each step")

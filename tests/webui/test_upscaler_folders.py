@@ -69,8 +69,10 @@ def test_each_family_runs_on_our_engine_from_its_webui_folder(webui, first_pass,
     assert reply.status == 200, (reply.body, webui.log_tail())
     result = decode(reply.json()["images"][0]["image"]).convert("RGB")
     assert result.size == (128, 128)
-    # What the engine in the WebUI said when it loaded the file: its architecture, precision, memory.
-    said = [r["message"] for r in webui.recorded() if r["hook"] == "log" and entry.file in r["message"]]
+    # What the engine in the WebUI said when it loaded the file (in this test, or in an earlier one
+    # that used the same model): its architecture, precision, memory.
+    webui.recorded()
+    said = [message for message in webui.engine_said if f"{entry.file}: " in message]
     assert said and f"{entry.file}: {entry.family} " in said[0], said
     # The same file on our engine here gives the same picture (in fp32, or in the precision it kept).
     source = decode(first_pass).convert("RGB")
