@@ -20,8 +20,6 @@ Level = Literal["info", "warning", "error"]
 MAX_COMFORTABLE_PASS_SCALE = 2.0
 #: Latent upscalers blur below this denoise.
 LATENT_MIN_DENOISE = 0.5
-#: Pixel upscalers start to hallucinate above this denoise.
-MODEL_MAX_DENOISE = 0.5
 #: Hires steps above this multiple of the first pass's steps buy nothing.
 MAX_STEPS_RATIO = 2
 
@@ -72,9 +70,25 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "high_denoise", "warning", "denoise",
-        (("upscaler_kind", "!=", "latent"), ("denoise", ">", MODEL_MAX_DENOISE)),
+        (("upscaler_kind", "!=", "latent"), ("denoise", ">", Ref("max_denoise"))),
         "Denoise {denoise} redraws most of the image: expect hallucinated detail and duplicated "
-        "subjects. 0.2-0.45 keeps the composition.",
+        "subjects. {denoise_range} keeps the composition of a {family} model.",
+    ),
+    # Flow models (Flux, SD3, Forge Neo's): the same denoise starts from more noise than SD's, yet the
+    # composition holds until late; numbers from the hosts' schedules (docs/flux-and-neo-facts.md §5).
+    Rule(
+        "flow_denoise", "info", "denoise",
+        (("flow", "==", True), ("second_pass", "==", True), ("upscaler_kind", "!=", "latent"),
+         ("denoise", ">", Ref("denoise_high")), ("denoise", "<=", Ref("max_denoise"))),
+        "A {family} model is rectified flow: at denoise {denoise} its pass starts from more noise than SD's at the "
+        "same value and begins to move shapes. {denoise_range} refines detail; past {max_denoise} it redraws "
+        "the picture.",
+    ),
+    Rule(
+        "flux_cfg", "warning", "cfg_scale",
+        (("family", "==", "flux"), ("second_pass", "==", True), ("cfg_override", ">", 1)),
+        "Flux dev is guidance-distilled and runs at CFG 1: a Hires CFG of {cfg_override} burns the picture. Set "
+        "Hires CFG to 0 (the first pass's) and steer with Hires distilled CFG.",
     ),
     Rule(
         "large_pass_scale", "warning", "passes",
@@ -84,9 +98,23 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "too_large_for_family", "warning", "tiled",
-        (("second_pass", "==", True), ("tiled", "==", "off"), ("target_pixels", ">", Ref("comfortable_pixels"))),
+        (("second_pass", "==", True), ("tileable", "==", True), ("tiled", "==", "off"),
+         ("target_pixels", ">", Ref("comfortable_pixels"))),
         "{target} is more than a {family} model handles comfortably in one pass; "
         "set Tiled to auto or on to save memory.",
+    ),
+    Rule(
+        "too_large_untiled", "warning", "scale",
+        (("second_pass", "==", True), ("tileable", "==", False), ("target_pixels", ">", Ref("comfortable_pixels"))),
+        "{target} is more than a {family} model handles well in one pass, and its second pass never runs tiled: "
+        "the whole frame must fit in memory, and Flux-type models draw stripes and grids that large. Aim at about "
+        "4 MP or less, or go further with denoise 0 (upscale only).",
+    ),
+    Rule(
+        "unknown_family", "info", "tiled",
+        (("known_family", "==", False),),
+        "This extension does not know the loaded model's family: the presets are scale factors only, the second "
+        "pass runs untiled, and the denoise advice is SD's.",
     ),
     Rule(
         "snapped", "info", "width",

@@ -234,6 +234,15 @@ class HiresParams:
         applies=_with_second_pass,
     )
 
+    distilled_cfg: float = _spec(
+        0.0, key="distilled cfg", minimum=0.0, maximum=30.0, step=0.1, zero_means="the same as the first pass",
+        label="Hires distilled CFG (0 = same)",
+        help="Forge: the distilled CFG (guidance) of a Flux dev second pass, and on Forge Neo the shift of "
+        "Lumina 2, Z-Image and Wan; 0 = the same as the first pass. Models that read neither ignore it (the "
+        "result says so).",
+        applies=_with_second_pass,
+    )
+
     # -- construction -------------------------------------------------------
 
     @classmethod
@@ -309,10 +318,19 @@ class HiresParams:
     def second_pass_cfg_scale(self, first_pass: float) -> float:
         return self.cfg_scale or first_pass
 
+    def second_pass_distilled_cfg(self, first_pass: float | None) -> float | None:
+        """The override, else the first pass's (None: the host's default, or a host without the field)."""
+        return self.distilled_cfg or first_pass
+
     def as_dict(self) -> dict[str, Any]:
         """The values as JSON has them (a list of names as a list)."""
         return {name: list(value) if isinstance(value, tuple) else value
                 for name, value in dataclasses.asdict(self).items()}
+
+    @staticmethod
+    def infotext_key(name: str) -> str:
+        """The infotext key of field `name` ("Hires upscale ...")."""
+        return HiresParams.__dataclass_fields__[name].metadata["key"]
 
     def applies(self, name: str) -> bool:
         """Whether a run with these parameters uses field `name` (a scale in resize mode 'size' does not)."""

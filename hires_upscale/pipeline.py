@@ -48,7 +48,7 @@ DEFAULT_BACKGROUND = "#ffffff"
 class Backend(Protocol):
     """What the pipeline needs from a host that can run img2img."""
 
-    #: "sd15", "sd2" or "sdxl": the checkpoint the second pass will use
+    #: a name of `resolution.FAMILIES`, or `resolution.UNKNOWN`: the checkpoint the second pass will use
     model_family: str
 
     def second_pass(
@@ -79,6 +79,9 @@ class Result:
     interrupted: bool = False
     #: what happened to this image beyond the plan (first frame only, text or alpha dropped)
     notices: list[Advice] = field(default_factory=list)
+    #: infotext fields of what its second pass ran with that the plan could not know (the backend's
+    #: `pass_fields`, e.g. the distilled CFG); None removes the plan's field of that key
+    pass_fields: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def infotext_fields(self) -> dict[str, str]:
@@ -90,6 +93,11 @@ class Result:
             fields.pop(REACHED_TO_KEY, None)
         else:
             fields[REACHED_TO_KEY] = f"{self.image.width}x{self.image.height}"
+        for key, value in self.pass_fields.items():
+            if value is None:
+                fields.pop(key, None)
+            else:
+                fields[key] = value
         return fields
 
     @property
@@ -225,6 +233,8 @@ class Pipeline:
             inputs, plan, progress=lambda done, total: report(SECOND_PASS, done, total), should_stop=stop,
             notify=notify,
         )
+        for result in results:
+            result.pass_fields.update(getattr(self.backend, "pass_fields", None) or {})
         if COLOR_FIX in stages:
             if stop():
                 _finished(results, SECOND_PASS, _with_alphas(passed, alphas))

@@ -22,27 +22,75 @@ SNAP_MULTIPLE = 64
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """What a checkpoint family was trained at and what one pass handles comfortably."""
+    """What a checkpoint family was trained at, what one pass handles comfortably, and how its
+    second pass behaves at a given denoise."""
 
     name: str
     #: training resolution per side
     base: int
-    #: above this many pixels a full-frame second pass gets slow and memory-hungry
+    #: above this many pixels a full-frame second pass gets slow and memory-hungry (DiTs: also stripes and grids)
     comfortable_pixels: int
+    #: "unet" or "dit": a transformer attends across the whole picture, so its pass is never tiled
+    architecture: str = "unet"
+    #: a rectified-flow model (Flux, SD3...): the same denoise starts from a noisier point of its schedule
+    flow: bool = False
+    #: the denoise range that refines detail and keeps the composition, and the point past which the
+    #: pass redraws the picture (flow models: from the hosts' schedules, see docs/flux-and-neo-facts.md §5)
+    denoise_range: tuple[float, float] = (0.2, 0.45)
+    max_denoise: float = 0.5
+    #: largest UNet tile of a tiled pass, in pixels
+    unet_tile: int = 768
+    #: False: a family this extension does not know (the host named an engine outside this table)
+    known: bool = True
+
+    @property
+    def tileable(self) -> bool:
+        return self.known and self.architecture == "unet"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "base": self.base, "comfortable_pixels": self.comfortable_pixels,
+                "architecture": self.architecture, "flow": self.flow, "max_denoise": self.max_denoise,
+                "denoise_range": "-".join(f"{d:g}" for d in self.denoise_range), "tileable": self.tileable,
+                "known": self.known}
+
+
+def _dit(name: str, base: int, *, shifted: bool = False, comfortable: int = 2048 * 2048) -> ModelFamily:
+    # A strongly shifted schedule (Flux.2, Z-Image, Lumina 2, Wan: shift 6-9) starts a pass at denoise 0.2
+    # about as noisy as Flux.1 at 0.35 and SD1.5 at 0.5, so its useful range sits lower.
+    low, high, most = (0.1, 0.3, 0.4) if shifted else (0.2, 0.5, 0.65)
+    return ModelFamily(name, base, comfortable, "dit", True, (low, high), most)
 
 
 FAMILIES: dict[str, ModelFamily] = {
     "sd15": ModelFamily("sd15", 512, 1536 * 1536),
     "sd2": ModelFamily("sd2", 768, 2048 * 2048),
-    "sdxl": ModelFamily("sdxl", 1024, 2560 * 2560),
+    "sdxl": ModelFamily("sdxl", 1024, 2560 * 2560, unet_tile=1024),
+    # Transformers, all rectified flow. Flux.1 and Chroma were trained up to about 2 MP and show stripes
+    # and grids well above it (Forge #1712, black-forest-labs/flux #406).
+    "sd3": _dit("sd3", 1024),
+    "flux": _dit("flux", 1024),
+    "chroma": _dit("chroma", 1024),
+    # Forge Neo's
+    "flux2": _dit("flux2", 1024, shifted=True),
+    "qwen": _dit("qwen", 1328, comfortable=2688 * 2688),
+    "lumina2": _dit("lumina2", 1024, shifted=True),
+    "zimage": _dit("zimage", 1024, shifted=True),
+    "wan": _dit("wan", 832, shifted=True, comfortable=2048 * 1152),
+    "anima": _dit("anima", 1024),
 }
+
+#: The family of a model the host names no family for: planned like a 1 MP transformer, never tiled.
+UNKNOWN = "unknown"
+_UNKNOWN_FAMILY = ModelFamily(UNKNOWN, 1024, 2048 * 2048, "dit", False, (0.2, 0.45), 0.5, known=False)
 
 
 def family(name: str) -> ModelFamily:
+    if name == UNKNOWN:
+        return _UNKNOWN_FAMILY
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ParamsError([FieldError("family", name, "one of " + ", ".join(FAMILIES))]) from None
+        raise ParamsError([FieldError("family", name, "one of " + ", ".join([*FAMILIES, UNKNOWN]))]) from None
 
 
 @dataclass(frozen=True)
@@ -66,14 +114,29 @@ class Preset:
 _SCALE_PRESETS = tuple(Preset(f"{s:g}x", scale=s) for s in (1.5, 2.0, 2.5, 3.0, 4.0))
 
 
-# Twice the usual first-pass sizes of each family: what people finish at.
+# Twice the usual first-pass sizes of each family: what people finish at. SDXL and the 1 MP transformers
+# (Flux, Chroma...) share theirs: 2x of a 1 MP first pass is about 4 MP, the most Flux holds together.
+_SQUARE_2048 = (("Square", 2048, 2048), ("Portrait 2:3", 1664, 2432), ("Landscape 3:2", 2432, 1664),
+                ("Portrait 9:16", 1536, 2688), ("Landscape 16:9", 2688, 1536))
 _SIZE_PRESETS: dict[str, tuple[tuple[str, int, int], ...]] = {
     "sd15": (("Square", 1024, 1024), ("Portrait 2:3", 1024, 1536), ("Landscape 3:2", 1536, 1024),
              ("Portrait 9:16", 1152, 2048), ("Landscape 16:9", 2048, 1152)),
     "sd2": (("Square", 1536, 1536), ("Portrait 2:3", 1280, 1920), ("Landscape 3:2", 1920, 1280),
             ("Portrait 9:16", 1152, 2048), ("Landscape 16:9", 2048, 1152)),
-    "sdxl": (("Square", 2048, 2048), ("Portrait 2:3", 1664, 2432), ("Landscape 3:2", 2432, 1664),
-             ("Portrait 9:16", 1536, 2688), ("Landscape 16:9", 2688, 1536)),
+    "sdxl": _SQUARE_2048,
+    "sd3": _SQUARE_2048,
+    "flux": _SQUARE_2048,
+    "chroma": _SQUARE_2048,
+    "flux2": _SQUARE_2048,
+    "qwen": (("Square", 2624, 2624), ("Portrait 2:3", 2112, 3200), ("Landscape 3:2", 3200, 2112),
+             ("Portrait 9:16", 1856, 3328), ("Landscape 16:9", 3328, 1856)),
+    "lumina2": _SQUARE_2048,
+    "zimage": _SQUARE_2048,
+    # video models making stills: 480p/720p first passes
+    "wan": (("720p 16:9", 1280, 704), ("1080p 16:9", 1920, 1088), ("720p 9:16", 704, 1280),
+            ("1080p 9:16", 1088, 1920), ("Square", 1280, 1280)),
+    "anima": _SQUARE_2048,
+    UNKNOWN: (),  # scale factors only: nothing is known of its sizes
 }
 
 PRESETS: dict[str, tuple[Preset, ...]] = {

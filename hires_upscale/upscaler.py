@@ -280,6 +280,22 @@ def _read_descriptor(path: Path) -> object:
     return descriptor
 
 
+def _block_sizes_from_weights(model: torch.nn.Module) -> None:
+    """Dense blocks that carry their widths as `nf` / `gc` get them from their own convolutions.
+
+    Forge Neo replaces spandrel's RRDB block code with a faster one that reads those two attributes,
+    set from keyword arguments spandrel passes positionally: every block then claims 64 / 32, and any
+    ESRGAN of another width (lite models, ours in the tests) fails in its first block. Blocks without
+    the attributes (spandrel's own code) are left alone."""
+    for block in model.modules():
+        if not (hasattr(block, "nf") and hasattr(block, "gc") and isinstance(getattr(block, "conv1", None),
+                                                                             torch.nn.Module)):
+            continue
+        conv = next((m for m in block.conv1.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        if conv is not None:
+            block.nf, block.gc = conv.in_channels, conv.out_channels
+
+
 def load_model(
     path: str | os.PathLike[str],
     *,
@@ -310,6 +326,7 @@ def load_model(
             descriptor, calibration = cached[1]
             return ModelUpscaler(descriptor, path, target, calibration, tile_size=tile_size)
     descriptor = _read_descriptor(path)
+    _block_sizes_from_weights(descriptor.model)  # type: ignore[attr-defined]
     reduced = choose_dtype(descriptor.supports_half, descriptor.supports_bfloat16, target, precision)  # type: ignore[attr-defined]
     descriptor.to(target)  # type: ignore[attr-defined]
     descriptor.model.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]

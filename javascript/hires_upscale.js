@@ -99,6 +99,13 @@
             target_pixels: tw * th,
             comfortable_pixels: family.comfortable_pixels,
             family: family.name,
+            known_family: family.known,
+            tileable: family.tileable,
+            flow: family.flow,
+            denoise_range: family.denoise_range,
+            denoise_high: Number(family.denoise_range.split("-")[1]),
+            max_denoise: family.max_denoise,
+            cfg_override: p.cfg_scale,
             target: tw + "x" + th,
             requested: rw + "x" + rh,
             snapped: plan.snapped,
@@ -233,6 +240,7 @@
             tiled: readValue(id("tiled")) || "auto",
             passes: element(id("passes")) ? readNumber(id("passes")) : 1,
             tile_size: readNumber(id("tile_size")),
+            cfg_scale: readNumber(id("cfg_scale")),
         };
     }
 

@@ -28,6 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
     reliability.register(config)
     config.addinivalue_line("markers", "opt_in(why, hosts=()): run only with HIRES_UPSCALE_ALL_TESTS=1 (on those "
                                        "WebUI hosts, or everywhere); the skip says why")
+    config.addinivalue_line("markers", "smoke: runs on a smoke-only WebUI host (Forge Neo) by default; its other "
+                                       f"tests only with {ALL_TESTS}=1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

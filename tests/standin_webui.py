@@ -140,7 +140,10 @@ class FakeHost:
     max_modules: int = 1
     module_setting: str = "sd_vae"
     modules_refused: str | None = None
+    has_distilled_cfg: bool = False
     family: str = "sd15"
+    #: what `distilled_cfg_scale` is to its model (None: not read)
+    guidance: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     #: why it cannot tile, if it cannot
     untileable: str | None = None
@@ -150,6 +153,18 @@ class FakeHost:
 
     def model_family(self, model: Any) -> str:
         return self.family
+
+    def engine_name(self, model: Any) -> str:
+        return type(model).__name__
+
+    def guidance_kind(self, model: Any) -> str | None:
+        return self.guidance
+
+    def one_image_per_pass(self, model: Any) -> bool:
+        return False
+
+    def after_encode(self, img2img: Any) -> None:
+        pass
 
     def module_files(self) -> dict[str, str]:
         return dict(self.files)

@@ -15,7 +15,8 @@ from pathlib import Path
 from hires_upscale.advice import MAX_STEPS_RATIO, rules_as_data
 from hires_upscale.params import HiresParams
 from hires_upscale.plan import make_plan
-from hires_upscale.resolution import FAMILIES, PRESETS, plan_resize
+from hires_upscale.resolution import FAMILIES, PRESETS, UNKNOWN, plan_resize
+from hires_upscale.resolution import family as family_of
 from hires_upscale.tiling import make_grid
 from hires_upscale.upscaler import activation_bytes_per_pixel, overlap_for
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UPSCALERS = {"4x-UltraSharp": "model", "Latent (bicubic)": "latent", "Lanczos": "pixel", "None": "none"}
 
 
-def random_params(rng: random.Random) -> HiresParams:
+def random_params(rng: random.Random, family: str) -> HiresParams:
     mode = rng.choice(["scale", "size", "preset"])
     width, height = rng.choice([0, 64 * rng.randint(1, 40), rng.randint(1, 3000)]), rng.randint(0, 3000)
     if mode == "size" and not (width or height):
@@ -31,10 +32,10 @@ def random_params(rng: random.Random) -> HiresParams:
     return HiresParams(
         enabled=True, upscaler=rng.choice(list(UPSCALERS)), resize_mode=mode,
         scale=rng.choice([1.0, 1.5, 2.0, 2.5, 3.0, round(rng.uniform(1, 8), 2)]), width=width, height=height,
-        preset=rng.choice([p.name for p in PRESETS["sd15"]]), fit=rng.choice(["crop", "fill", "stretch"]),
+        preset=rng.choice([p.name for p in PRESETS[family]]), fit=rng.choice(["crop", "fill", "stretch"]),
         denoise=rng.choice([0.0, 0.2, 0.3, 0.45, 0.5, 0.55, 0.7, round(rng.uniform(0, 1), 2)]),
         hires_steps=rng.choice([0, 10, 20, 41, 60, 150]), tiled=rng.choice(["auto", "on", "off"]),
-        passes=rng.choice([1, 1, 0, 0, 2, 3, 4]),
+        passes=rng.choice([1, 1, 0, 0, 2, 3, 4]), cfg_scale=rng.choice([0.0, 0.0, 1.0, 3.5, 7.0]),
     )
 
 
@@ -42,11 +43,11 @@ def vectors() -> dict:
     rng = random.Random(20261126)
     sizes, advice, grids = [], [], []
     for _ in range(400):
-        params = random_params(rng)
+        family = rng.choice([*FAMILIES, UNKNOWN])
+        params = random_params(rng, family)
         while params.errors():  # a refused run has no plan to compare
-            params = random_params(rng)
+            params = random_params(rng, family)
         source = (rng.randint(16, 2048), rng.randint(16, 2048))
-        family = rng.choice(list(FAMILIES))
         multiple = rng.choice([1, 8, 64])
         plan = plan_resize(source, mode=params.resize_mode, scale=params.scale, width=params.width,
                            height=params.height, preset=params.preset, fit=params.fit, family_name=family,
@@ -56,12 +57,11 @@ def vectors() -> dict:
                       "snapped": plan.snapped})
         steps = rng.choice([None, 4, 20, 30])
         full = make_plan(source, params, family, first_pass_steps=steps, max_pixels=10**12)
-        fam = FAMILIES[family]
+        fam = family_of(family)
         advice.append({
             "source": source, "params": params.as_dict(), "first_pass_steps": steps,
             "kind": UPSCALERS[params.upscaler],
-            "family": {"name": fam.name, "base": fam.base, "comfortable_pixels": fam.comfortable_pixels,
-                       "max_steps_ratio": MAX_STEPS_RATIO},
+            "family": {**fam.as_dict(), "max_steps_ratio": MAX_STEPS_RATIO},
             "facts": full.facts(), "advice": [a.as_dict() for a in full.advice],
         })
         tile = rng.choice([64, 96, 192, 256, 512])

@@ -7,7 +7,7 @@ import os
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from modules import processing, shared
@@ -48,6 +48,8 @@ class Generation:
     sampler_name: str | None = None
     scheduler: str | None = None
     cfg_scale: float = 7.0
+    #: Forge's `distilled_cfg_scale` (Flux dev's guidance, Forge Neo's shift); None: the host's default
+    distilled_cfg: float | None = None
     steps: int = 20
     #: WebUI settings for the pass: the checkpoint (the hires one, or an existing image's own) and CLIP skip
     override_settings: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +88,7 @@ class Generation:
             sampler_name=p.sampler_name,
             scheduler=getattr(p, "scheduler", None),
             cfg_scale=params.second_pass_cfg_scale(p.cfg_scale),
+            distilled_cfg=params.second_pass_distilled_cfg(getattr(p, "distilled_cfg_scale", None)),
             steps=p.steps,
             override_settings={**_kept_settings(getattr(p, "override_settings", None) or {}, params, host),
                                **checkpoint_override(params)},
@@ -126,6 +129,8 @@ class Generation:
             scheduler = None  # the WebUI's "Automatic" for the sampler
         if info.cfg_scale is None and not params.cfg_scale:
             decided.append(f"CFG scale {DEFAULT_CFG_SCALE:g}")
+        # Forge writes a Flux dev's as "Distilled CFG Scale", Forge Neo a shift model's as "Shift"
+        distilled = _number(fields, "Distilled CFG Scale", float, 0.0) or _number(fields, "Shift", float, 0.0) or None
         override_settings: dict[str, Any] = {}
         if "Model" in fields and not params.checkpoint:
             title = find_checkpoint(fields["Model"])
@@ -156,6 +161,7 @@ class Generation:
             sampler_name=sampler,
             scheduler=scheduler,
             cfg_scale=params.second_pass_cfg_scale(info.cfg_scale or DEFAULT_CFG_SCALE),
+            distilled_cfg=params.second_pass_distilled_cfg(distilled),
             steps=info.steps or DEFAULT_STEPS,
             override_settings=override_settings,
             modules=modules,
@@ -337,6 +343,8 @@ class WebUIBackend:
         self.generations = generations
         self.session = session
         self.outer = outer
+        #: infotext fields of what the last pass ran with that the plan cannot know (None: drop the plan's)
+        self.pass_fields: dict[str, str | None] = {}
 
     @property
     def model_family(self) -> str:
@@ -367,6 +375,8 @@ class WebUIBackend:
         tiling, host = self.session.tiling, self.session.host
         ladder = tiling.ladder(plan.params.tiled, plan.target, len(images), _memory(),
                                cannot_tile=host.cannot_tile(shared.sd_model))
+        if host.one_image_per_pass(shared.sd_model):
+            ladder = replace(ladder, attempts=tuple(a for a in ladder.attempts if not a.together))
 
         def run(indices: Sequence[int], attempt: Attempt) -> list[Image.Image]:
             return self._img2img([images[i] for i in indices], [self.generations[i] for i in indices], plan,
@@ -406,7 +416,23 @@ class WebUIBackend:
                 raise OutOfMemory("second pass", (width, height), "") from error
             finally:
                 img2img.close()
+        self._record_guidance(img2img, plan, notify)
         return _images_of(processed, len(images), notify)
+
+    def _record_guidance(self, img2img: Any, plan: Plan, notify: Callable[[Advice], None]) -> None:
+        """The distilled CFG (or shift) the pass ran with, for the infotext, where its model reads one;
+        an override it ignored is said, and not written."""
+        key = plan.params.infotext_key("distilled_cfg")
+        kind = self.session.host.guidance_kind(getattr(img2img, "sd_model", None) or shared.sd_model)
+        if kind is not None:
+            self.pass_fields[key] = f"{img2img.distilled_cfg_scale:g}"
+            return
+        self.pass_fields[key] = None
+        if plan.params.distilled_cfg:
+            notify(Advice("distilled_cfg_unused", "info", "distilled_cfg",
+                          f"Hires distilled CFG {plan.params.distilled_cfg:g} was not used: the second pass's model "
+                          "reads no distilled CFG or shift (Flux dev does on Forge; Lumina 2, Z-Image and Wan on "
+                          "Forge Neo)."))
 
 
 def _new_img2img(images: list[Image.Image], generations: list[Generation], plan: Plan) -> Any:
@@ -425,6 +451,8 @@ def _new_img2img(images: list[Image.Image], generations: list[Generation], plan:
         sampler_name=params.sampler or first.sampler_name,
         scheduler=params.scheduler or first.scheduler,
         cfg_scale=first.cfg_scale,
+        # Forge's field (A1111 has none: dropped there); None keeps the host's default
+        **({} if first.distilled_cfg is None else {"distilled_cfg_scale": first.distilled_cfg}),
         steps=plan.steps or first.steps,
         width=width,
         height=height,
@@ -511,7 +539,9 @@ def _prepare_init(img2img: Any, installed: ExitStack, host: Host, tiling: TileSe
         if tiling is not None:
             _install_tiling(img2img, installed, host, tiling, notify)
         if latent is None:
-            return init(*args, **kwargs)
+            outcome = init(*args, **kwargs)
+            host.after_encode(img2img)
+            return outcome
         width, height = img2img.width, img2img.height
         source = img2img.init_images[0]
         img2img.width, img2img.height = source.width, source.height
@@ -519,6 +549,7 @@ def _prepare_init(img2img: Any, installed: ExitStack, host: Host, tiling: TileSe
             outcome = init(*args, **kwargs)
         finally:
             img2img.width, img2img.height = width, height
+        host.after_encode(img2img)
         _resize_latents(img2img, (width, height), latent)
         return outcome
 

@@ -19,6 +19,7 @@ from modules import shared
 from ..advice import Advice
 from ..memory import TileSettings
 from ..params import BUILT_IN_MODULES
+from ..resolution import UNKNOWN, family
 from ..tiled_unet import UNetTiler, tiled_unet
 from ..tiled_vae import tiled_vae
 from .progress import should_stop
@@ -34,7 +35,7 @@ _MODULE_KEY = re.compile(r"Module (\d+)")
 class Host(Protocol):
     """What differs between the WebUIs, as the adapter uses it."""
 
-    #: "a1111", "forge" or "reforge": GET options reports it
+    #: "a1111", "forge", "forge-neo" or "reforge": GET options reports it
     kind: str
     #: how many VAE / text-encoder files one pass takes (A1111: one VAE)
     max_modules: int
@@ -42,9 +43,30 @@ class Host(Protocol):
     module_setting: str
     #: why this host's pass cannot take its own VAE / text encoders; None where it can
     modules_refused: str | None
+    #: whether its jobs have Forge's `distilled_cfg_scale` (Flux dev's guidance, Forge Neo's shift)
+    has_distilled_cfg: bool
 
     def model_family(self, model: Any) -> str:
-        """Our family of a loaded model ("sd15" when none is loaded)."""
+        """Our family of a loaded model, named from the host's own model class or flags ("sd15" when
+        none is loaded; `UNKNOWN` for one this extension does not know)."""
+        ...
+
+    def engine_name(self, model: Any) -> str:
+        """The host's name for the kind of model loaded (Forge's engine class, A1111's model class)."""
+        ...
+
+    def guidance_kind(self, model: Any) -> str | None:
+        """What `distilled_cfg_scale` is to `model`: "distilled CFG" (Flux dev), "shift" (Forge Neo's
+        Lumina, Z-Image, Wan), or None where the model does not read it (and A1111 has no such field)."""
+        ...
+
+    def one_image_per_pass(self, model: Any) -> bool:
+        """Whether `model`'s img2img encodes only the first image of a batch (Forge Neo's Qwen-Image, Anima, Wan)."""
+        ...
+
+    def after_encode(self, img2img: Any) -> None:
+        """Right after the pass's images were encoded: undo what the host did with them beyond the init
+        latent (Forge Neo's Flux.2 keeps them as an edit reference)."""
         ...
 
     def module_files(self) -> dict[str, str]:
@@ -89,13 +111,41 @@ class WebUIHost:
     max_modules = 1
     module_setting = "sd_vae"
     modules_refused: str | None = None
+    has_distilled_cfg = False
 
     def model_family(self, model: Any) -> str:
-        if getattr(model, "is_sdxl", False):
-            return "sdxl"
-        if getattr(model, "is_sd2", False):
-            return "sd2"
-        return "sd15"
+        if model is None:
+            return "sd15"
+        # A1111 v1.6+ sets these flags on every model it loads; v1.10 adds SD3
+        for flag, name in (("is_sdxl", "sdxl"), ("is_sd3", "sd3"), ("is_sd2", "sd2"), ("is_sd1", "sd15")):
+            if getattr(model, flag, False):
+                return name
+        return UNKNOWN
+
+    def engine_name(self, model: Any) -> str:
+        return type(model).__name__
+
+    def guidance_kind(self, model: Any) -> str | None:
+        return None
+
+    def one_image_per_pass(self, model: Any) -> bool:
+        return False
+
+    def after_encode(self, img2img: Any) -> None:
+        """Nothing: the host keeps no more of the images than the init latent."""
+
+    def untileable_family(self, model: Any) -> str | None:
+        """Why `model`'s family is never tiled, on any host; None for the UNet families."""
+        name = self.model_family(model)
+        found = family(name)
+        if not found.known:
+            return (f"this extension does not know the loaded model's family (the WebUI's {self.engine_name(model)}), "
+                    "so it does not tile its pass")
+        if not found.tileable:
+            return (f"tiled mode is not available for {name} on this host: a transformer attends across the whole "
+                    "picture, so tiles sampled apart would not agree, and its memory goes to its weights, which "
+                    "tiles do not shrink (README: Tiled mode)")
+        return None
 
     def image_module_names(self, fields: Mapping[str, str]) -> list[str]:
         return [fields["VAE"]] if fields.get("VAE") else []
@@ -168,6 +218,9 @@ class A1111Host(WebUIHost):
             sd_models.apply_token_merging(shared.sd_model, outer.get_token_merging_ratio())
 
     def cannot_tile(self, model: Any) -> str | None:
+        refused = self.untileable_family(model)
+        if refused is not None:
+            return refused
         vae = getattr(model, "first_stage_model", None)
         unet = getattr(getattr(model, "model", None), "diffusion_model", None)
         if vae is None or unet is None or not hasattr(model, "apply_model"):
@@ -202,12 +255,45 @@ class ReForgeHost(A1111Host):
                 "tile")
 
 
+#: Forge's diffusion engines (`backend.diffusion_engine.*`, the class of `shared.sd_model`) -> our
+#: families: Forge main's and Forge Neo's (docs/flux-and-neo-facts.md §1)
+FORGE_ENGINES: dict[str, str] = {
+    "StableDiffusion": "sd15", "StableDiffusion2": "sd2", "StableDiffusionXL": "sdxl",
+    "StableDiffusionXLRefiner": "sdxl", "StableDiffusion3": "sd3", "Flux": "flux", "Chroma": "chroma",
+    "Flux2": "flux2", "QwenImage": "qwen", "Lumina2": "lumina2", "ZImage": "zimage", "Wan": "wan", "Anima": "anima",
+}
+_FORGE_ENGINE_PACKAGE = "backend.diffusion_engine."
+
+
 class ForgeHost(WebUIHost):
     """Forge (lllyasviel, main): its own `backend`, models run through patchers, `forge_additional_modules`."""
 
     kind = "forge"
     max_modules = 4
     module_setting = "forge_additional_modules"
+    has_distilled_cfg = True
+
+    def model_family(self, model: Any) -> str:
+        if model is None:
+            return "sd15"
+        engine = type(model)
+        if not engine.__module__.startswith(_FORGE_ENGINE_PACKAGE):  # not one of Forge's engines: by its flags
+            return super().model_family(model)
+        return FORGE_ENGINES.get(engine.__name__, UNKNOWN)
+
+    def guidance_kind(self, model: Any) -> str | None:
+        if getattr(model, "use_distilled_cfg_scale", False):
+            return "distilled CFG"
+        if getattr(model, "use_shift", False):  # Forge Neo only: the same field is the sampling shift
+            return "shift"
+        return None
+
+    def after_encode(self, img2img: Any) -> None:
+        # Forge Neo's Flux.2 (and Kontext / Qwen edit) keeps the encoded image as an edit reference for the
+        # next conditioning: the upscaled picture would steer the pass twice. Its own Hires fix clears it too.
+        model = getattr(img2img, "sd_model", None)
+        if getattr(model, "ini_latent", None) is not None:
+            model.ini_latent = None
 
     def module_files(self) -> dict[str, str]:
         from modules_forge import main_entry
@@ -247,11 +333,22 @@ class ForgeHost(WebUIHost):
         """Forge patches a copy of the model per sampling: nothing of the outer job's is taken."""
 
     def cannot_tile(self, model: Any) -> str | None:
-        return None
+        return self.untileable_family(model)
 
     def tiled_pass(self, img2img: Any, settings: TileSettings, fallback: Fallback,
                    notify: Notify) -> AbstractContextManager[None]:
         return _forge_tiled(img2img, settings, fallback, notify)
+
+
+class ForgeNeoHost(ForgeHost):
+    """Forge Neo (Haoming02/sd-webui-forge-classic, branch neo): Forge's backend with more engines (Flux.2,
+    Qwen-Image, Lumina 2, Z-Image, Wan, Anima) and without SD2/SD3."""
+
+    kind = "forge-neo"
+
+    def one_image_per_pass(self, model: Any) -> bool:
+        # its Qwen-Image, Anima and Wan engines encode only the first image of a batch (5-D video latents)
+        return self.model_family(model) in ("qwen", "anima", "wan")
 
 
 @contextmanager
@@ -337,6 +434,15 @@ def _unet_hooked(unet: Any) -> str | None:
     return None
 
 
+def _forge_neo() -> Host | None:
+    """Forge Neo: Forge's `main_entry` and its model-family presets (`modules_forge.presets`), which Forge lacks."""
+    try:
+        from modules_forge import main_entry, presets  # noqa: F401
+    except ImportError:
+        return None
+    return ForgeNeoHost()
+
+
 def _forge() -> Host | None:
     """Forge: its own `backend` package and `modules_forge.main_entry` (reForge has neither)."""
     try:
@@ -356,7 +462,7 @@ def _reforge() -> Host | None:
 
 
 #: Tried in order; the first that recognises its WebUI wins, and A1111 is what remains.
-DETECTORS: tuple[Callable[[], Host | None], ...] = (_forge, _reforge)
+DETECTORS: tuple[Callable[[], Host | None], ...] = (_forge_neo, _forge, _reforge)
 
 
 def detect() -> Host:

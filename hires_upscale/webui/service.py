@@ -134,10 +134,14 @@ def prepare(p: Any, args: Sequence[Any], session: Session) -> None:
         return
     attach(p, HiresJob(params, plan, loaded_checkpoint(), _second_pass_refiner(p)))
     p.extra_generation_params.update(params.infotext_fields())  # the sizes reached come with each result
-    if plan.advice:
-        for advice in plan.advice:
-            _comment(p, f"Hires upscale: {advice.message}")
-        p.extra_generation_params[ADVICE_KEY] = " ".join(advice.message for advice in plan.advice)
+    messages = [advice.message for advice in plan.advice]
+    if not plan.family.known:  # the core cannot name what it does not know: the host can
+        messages.append(f"The loaded model is the WebUI's {session.host.engine_name(shared.sd_model)}.")
+        log.warning("hires upscale: %s", " ".join(messages[-2:]))
+    for message in messages:
+        _comment(p, f"Hires upscale: {message}")
+    if messages:
+        p.extra_generation_params[ADVICE_KEY] = " ".join(messages)
 
 
 def _second_pass_refiner(p: Any) -> tuple[str, float] | None:
@@ -244,6 +248,9 @@ def _write_infotext(p: Any, index: int, outcome: Outcome) -> None:
             extra.pop(key, None)
         return
     extra.update(result_fields(outcome))
+    for key, value in outcome.pass_fields.items():  # the plan wrote it; the pass did not use it
+        if value is None:
+            extra.pop(key, None)
     for notice in outcome.notices:  # e.g. ran tiled after running out of memory: shown under the result too
         _comment(p, f"Hires upscale, image {index + 1}: {notice.message}")
 
@@ -362,7 +369,7 @@ def page_options(session: Session) -> dict[str, Any]:
     (`ui.page_options_box`), so they need neither the API nor its credentials. Also in GET options."""
     from ..advice import MAX_STEPS_RATIO, rules_as_data
     from ..params import hover_hints, upscaler_kind
-    from ..resolution import FAMILIES, PRESETS
+    from ..resolution import FAMILIES, PRESETS, UNKNOWN, family
     from ..upscaler import activation_bytes_per_pixel
     from .upscalers import upscaler_choices
 
@@ -370,8 +377,8 @@ def page_options(session: Session) -> dict[str, Any]:
         "upscaler_kinds": {name: upscaler_kind(name) for name in upscaler_choices()},
         # the loaded checkpoint's family; asking must not load one
         "model_family": session.host.model_family(loaded_model()),
-        "families": {name: {"name": name, "base": f.base, "comfortable_pixels": f.comfortable_pixels,
-                            "max_steps_ratio": MAX_STEPS_RATIO} for name, f in FAMILIES.items()},
+        "families": {name: {**f.as_dict(), "max_steps_ratio": MAX_STEPS_RATIO}
+                     for name, f in {**FAMILIES, UNKNOWN: family(UNKNOWN)}.items()},
         "presets": {family: [p.as_dict() for p in presets] for family, presets in PRESETS.items()},
         "advice_rules": rules_as_data(),
         "hints": hover_hints(),
@@ -398,7 +405,7 @@ class WebUIApiHost:
         host = self.session.host
         return {
             "version": __version__,
-            # which WebUI this is ("a1111", "forge", "reforge")
+            # which WebUI this is ("a1111", "forge", "forge-neo", "reforge")
             "host": host.kind,
             "upscalers": upscaler_choices(),
             # the model upscalers whose local file our engine runs; other model upscalers run the

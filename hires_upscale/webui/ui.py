@@ -120,6 +120,8 @@ def _overrides(add: Callable[..., Any], label: str, elem_id: str, host: Host) ->
                 max_choices=None if host.max_modules > 1 else 1)  # A1111 takes one VAE
         with gr.Row():
             add("cfg_scale")
+            # Forge's field: A1111 has none, so it stays hidden there (and 0 = same is all it can hold)
+            add("distilled_cfg", visible=host.has_distilled_cfg)
             add("seed")
         add("prompt")
         add("negative_prompt")
@@ -346,7 +348,8 @@ def _html_lines(lines: list[str]) -> str:
 
 #: The tab's parameter controls, in the order `_run_tab` receives them.
 TAB_FIELDS = ("upscaler", "scale", "denoise", "hires_steps", "sharpen", "sharpen_strength",
-              "checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed", "color_fix", "passes", "modules")
+              "checkpoint", "prompt", "negative_prompt", "cfg_scale", "seed", "color_fix", "passes", "modules",
+              "distilled_cfg")
 
 
 def _tab_params(values: tuple[Any, ...]) -> HiresParams:

@@ -44,6 +44,10 @@ A1111_CPU_FLAGS = ["--skip-torch-cuda-test", "--use-cpu", "all", "--no-half", "-
 #: Forge's own CPU switch; it has no --use-cpu/--precision of A1111's kind (docs/architecture.md).
 FORGE_CPU_FLAGS = ["--always-cpu", "--skip-torch-cuda-test", "--skip-prepare-environment", "--skip-install",
                    "--skip-version-check", "--no-download-sd-model", "--api", "--server-name", "127.0.0.1"]
+#: Forge Neo renamed Forge's switches (`--cpu`) and lost some (`--no-download-sd-model`); it refuses any
+#: Python but 3.11's unless told (docs/architecture.md).
+FORGE_NEO_CPU_FLAGS = ["--cpu", "--skip-torch-cuda-test", "--skip-prepare-environment", "--skip-install",
+                       "--skip-version-check", "--skip-python-version-check", "--api", "--server-name", "127.0.0.1"]
 ESRGAN_NAME = "4x-TestRRDB"
 #: A model saved by plain torch.save, whose newer archive entries the WebUI's safe unpickler refuses.
 REJECTED_NAME = "4x-Rejected"
@@ -95,7 +99,7 @@ START_TIMEOUT = 600
 class Host:
     """One kind of WebUI and what differs between the kinds when the tests run it."""
 
-    kind: str  # the test id: "a1111", "forge" or "reforge"
+    kind: str  # the test id: "a1111", "forge", "forge-neo" or "reforge"
     title: str
     env_var: str
     #: None: tested only when `env_var` names a checkout (opt-in)
@@ -105,20 +109,29 @@ class Host:
     #: a new revision gives a new file name, so an old file is never reused
     checkpoint_recipe: Path
     checkpoint_revision: str
+    #: its checkpoint folder flag (Forge Neo takes several: --ckpt-dirs)
+    ckpt_flag: str = "--ckpt-dir"
+    #: Gradio 4 (Forge, Forge Neo) serves /file= only from --gradio-allowed-path, which defaults to the
+    #: data dir: with --data-dir elsewhere its own script.js is refused (403), `onUiLoaded` never
+    #: exists, and no extension's page script starts.
+    gradio_4: bool = False
+    #: only the tests marked `smoke` run on it unless HIRES_UPSCALE_ALL_TESTS=1 (CI's time)
+    smoke_only: bool = False
 
     def launch_args(self, root: Path) -> list[str]:
-        """Flags beyond the CPU ones. Forge's Gradio 4 serves /file= only from --gradio-allowed-path,
-        which defaults to the data dir: with --data-dir elsewhere its own script.js is refused (403),
-        `onUiLoaded` never exists, and no extension's page script starts."""
-        return ["--gradio-allowed-path", str(root)] if self.kind == "forge" else []
+        """Flags beyond the CPU ones."""
+        return ["--gradio-allowed-path", str(root)] if self.gradio_4 else []
 
     def is_one(self, root: Path) -> bool:
         return kind_of(root) == self.kind
 
 
 def kind_of(root: Path) -> str:
-    """Which host a checkout is. Forge has `backend/` and `modules_forge/`; reForge (its main branch)
-    has `modules_forge/` on the older Forge design (`ldm_patched/`, A1111's model code), no `backend/`."""
+    """Which host a checkout is. Forge has `backend/` and `modules_forge/`, Forge Neo also
+    `modules_forge/presets.py` (its model-family presets); reForge (its main branch) has `modules_forge/`
+    on the older Forge design (`ldm_patched/`, A1111's model code), no `backend/`."""
+    if (root / "modules_forge" / "presets.py").is_file():
+        return "forge-neo"
     if (root / "modules_forge").is_dir():
         return "forge" if (root / "backend").is_dir() else "reforge"
     return "a1111"
@@ -127,12 +140,17 @@ def kind_of(root: Path) -> str:
 A1111 = Host("a1111", "AUTOMATIC1111", "SD_WEBUI_ROOT", Path.home() / "stable-diffusion-webui",
              tuple(A1111_CPU_FLAGS), HERE / "make_checkpoint.py", "r4")
 FORGE = Host("forge", "Forge", "SD_WEBUI_FORGE_ROOT", Path.home() / "stable-diffusion-webui-forge",
-             tuple(FORGE_CPU_FLAGS), HERE / "make_checkpoint_forge.py", "f2")
+             tuple(FORGE_CPU_FLAGS), HERE / "make_checkpoint_forge.py", "f2", gradio_4=True)
+#: Forge Neo loads Forge's SD1.5 layout; the recipe reads the diffusers configs it ships. By default only
+#: its smoke tests run: its whole tier would take CI past its time (README: Tests).
+FORGE_NEO = Host("forge-neo", "Forge Neo", "SD_WEBUI_FORGE_NEO_ROOT", Path.home() / "stable-diffusion-webui-forge-neo",
+                 tuple(FORGE_NEO_CPU_FLAGS), HERE / "make_checkpoint_forge.py", "f2", ckpt_flag="--ckpt-dirs",
+                 gradio_4=True, smoke_only=True)
 #: reForge runs on A1111's model code with the older Forge's patchers and CPU switch, and A1111's
 #: checkpoint recipe. Opt-in: a third whole tier would take CI past its time.
 REFORGE = Host("reforge", "reForge", "SD_WEBUI_REFORGE_ROOT", None, tuple(FORGE_CPU_FLAGS),
                HERE / "make_checkpoint.py", "r4")
-HOSTS = (A1111, FORGE, REFORGE)
+HOSTS = (A1111, FORGE, FORGE_NEO, REFORGE)
 
 
 @dataclass(frozen=True)
@@ -377,7 +395,7 @@ class WebUI:
             checkout = Checkout(next(h for h in HOSTS if h.is_one(Path(checkout))), Path(checkout))
         self.checkout = checkout
         self.host = checkout.host
-        self.kind = checkout.kind  # "a1111", "forge" or "reforge"
+        self.kind = checkout.kind  # "a1111", "forge", "forge-neo" or "reforge"
         self.root = checkout.root
         self.extra_models = extra_models or {}
         self.workdir = workdir
@@ -482,7 +500,7 @@ class WebUI:
         """Start the WebUI and wait until it answers; False when its port was taken meanwhile."""
         command = [str(self.checkout.python), "launch.py",
                    *(flag for flag in self.host.cpu_flags if flag not in self.without), "--port", str(self.port),
-                   "--data-dir", str(self.data_dir), "--ckpt-dir", str(ckpt_dir),
+                   "--data-dir", str(self.data_dir), self.host.ckpt_flag, str(ckpt_dir),
                    "--esrgan-models-path", str(self.esrgan_dir), *self.host.launch_args(self.root), *self.flags]
         log = open(self.log_path, "w")  # noqa: SIM115 - the server writes to it while it runs
         self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""Make a random-weight SD1.5 checkpoint that Forge loads, with Forge's own files.
+"""Make a random-weight SD1.5 checkpoint that Forge (and Forge Neo) loads, with its own files.
 
 Run inside Forge's venv, from its root (no network needed):
 
@@ -23,6 +23,7 @@ import torch
 
 def state_dict(forge: str) -> dict[str, torch.Tensor]:
     sys.path.insert(0, os.path.join(forge, "repositories", "huggingface_guess"))  # a Forge "repository", not pip
+    sys.path.insert(0, os.path.join(forge, "modules_forge", "packages"))  # where Forge Neo keeps it
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from huggingface_guess import diffusers_convert
     from transformers import CLIPTextConfig, CLIPTextModel

@@ -28,6 +28,7 @@ def txt2img(webui, **extra):
     return reply.json()
 
 
+@pytest.mark.smoke
 def test_options_list_the_test_model_and_the_schema(webui):
     options = webui.get("/hires-upscale/v1/options").json()
     assert options["host"] == webui.kind  # detected once at start: the WebUI the harness started
@@ -38,6 +39,7 @@ def test_options_list_the_test_model_and_the_schema(webui):
     assert {r["code"] for r in options["advice_rules"]} >= {"latent_low_denoise", "high_denoise"}
 
 
+@pytest.mark.smoke
 def test_txt2img_with_the_script_returns_the_target_size_and_our_infotext(webui):
     result = txt2img(webui, alwayson_scripts={"hires upscale": {"args": script_args(scale=2)}})
     image = decode(result["images"][0])
@@ -48,6 +50,7 @@ def test_txt2img_with_the_script_returns_the_target_size_and_our_infotext(webui)
     assert info.seed == 1234 and info.prompt == BASE["prompt"]
 
 
+@pytest.mark.smoke
 def test_img2img_with_the_script(webui):
     source = decode(txt2img(webui)["images"][0])
     reply = webui.post("/sdapi/v1/img2img", {**BASE, "init_images": [image_b64(source)], "denoising_strength": 0.5,
@@ -74,6 +77,7 @@ def test_disabled_script_leaves_the_output_exactly_as_without_it(webui):
     assert "Hires upscale" not in disabled["info"]
 
 
+@pytest.mark.smoke
 def test_latent_mode_runs_in_latent_space(webui):
     args = script_args(denoise=0.6)
     args[SCRIPT_FIELDS.index("upscaler")] = "Latent"
@@ -82,6 +86,7 @@ def test_latent_mode_runs_in_latent_space(webui):
     assert "Hires upscale upscaler: Latent" in result["info"]
 
 
+@pytest.mark.smoke
 def test_own_route_recovers_prompt_and_seed_from_a_webui_png(webui):
     made = txt2img(webui, prompt="a red fox in snow", seed=777)
     webui_png = decode(made["images"][0])

@@ -19,6 +19,12 @@ shows its tiles there (the convolutions run once per tile, the modules themselve
 A tag "cfg=X" sets the CFG scale of the img2img jobs it runs in to X (only there, so the
 first pass stays as it was): a test sees whether the second pass ran with this extension
 and its arguments in its output, not only in this record.
+
+A tag "reads=distilled" makes Forge's loaded engine say it reads the distilled CFG
+(`use_distilled_cfg_scale`, what Forge's Flux dev engine says) from a txt2img job's start to its
+end, "reads=shift" Forge Neo's `use_shift` (Lumina 2, Z-Image, Wan): Forge's own processing and
+infotext then treat the job as they treat those models. Each entry also has the job's
+`distilled_cfg_scale` and the loaded engine's class.
 """
 
 from __future__ import annotations
@@ -56,10 +62,15 @@ def _hook(name: str):
                  "tome": getattr(shared.sd_model, "applied_token_merged_ratio", None),
                  "sampler": getattr(p, "sampler_name", None), "scheduler": getattr(p, "scheduler", None),
                  "steps": getattr(p, "steps", None), "cfg": getattr(p, "cfg_scale", None),
-                 "refiner": getattr(p, "refiner_checkpoint", None)})
+                 "refiner": getattr(p, "refiner_checkpoint", None),
+                 "distilled_cfg": getattr(p, "distilled_cfg_scale", None),
+                 "engine": type(shared.sd_model).__name__})
         tag = str(ours[0]) if ours else ""
         if name == "process" and is_img2img and tag.startswith("cfg="):
             p.cfg_scale = float(tag[4:])
+        if tag.startswith("reads=") and not is_img2img and name in ("process", "postprocess"):
+            flag = {"distilled": "use_distilled_cfg_scale", "shift": "use_shift"}[tag[6:]]
+            setattr(shared.sd_model, flag, name == "process")
 
     method.__name__ = name
     return method
@@ -147,3 +158,44 @@ def _recorded(record: logging.LogRecord) -> bool:
 _logger = logging.getLogger("hires_upscale")
 _logger.setLevel(logging.INFO)
 _logger.addFilter(_recorded)
+
+
+def _engines() -> list[type]:
+    """Every diffusion engine class of this Forge / Forge Neo (`backend.diffusion_engine.*`); none on A1111."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    try:
+        package = importlib.import_module("backend.diffusion_engine")
+        from backend.diffusion_engine.base import ForgeDiffusionEngine
+    except ImportError:
+        return []
+    found = []
+    for module in pkgutil.iter_modules(package.__path__):
+        loaded = importlib.import_module(f"backend.diffusion_engine.{module.name}")
+        found += [cls for _, cls in inspect.getmembers(loaded, inspect.isclass)
+                  if issubclass(cls, ForgeDiffusionEngine) and cls is not ForgeDiffusionEngine
+                  and cls.__module__ == loaded.__name__]
+    return found
+
+
+def _families_route(demo, app) -> None:
+    """GET /hires-upscale-test/engines: what this extension's host makes of each of the WebUI's engine
+    classes (an instance not initialised: no weights), for the family tests."""
+    from hires_upscale.webui import hosts
+
+    @app.get("/hires-upscale-test/engines")
+    def engines() -> dict:
+        host = hosts.detect()
+        answers = {}
+        for cls in _engines():
+            model = cls.__new__(cls)
+            if cls.__name__ == "Flux":
+                model.use_distilled_cfg_scale = True  # what its __init__ sets for Flux dev
+            answers[cls.__name__] = {"family": host.model_family(model), "cannot_tile": host.cannot_tile(model),
+                                     "guidance": host.guidance_kind(model), "module": cls.__module__}
+        return {"host": host.kind, "engines": answers}
+
+
+script_callbacks.on_app_started(_families_route)
