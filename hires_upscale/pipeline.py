@@ -46,7 +46,8 @@ DEFAULT_BACKGROUND = "#ffffff"
 
 
 class Backend(Protocol):
-    """What the pipeline needs from a host that can run img2img."""
+    """What the pipeline needs from a host that can run img2img. It may also have `background` (what
+    transparency is flattened onto) and `pass_fields` (infotext fields of what its last pass ran with)."""
 
     #: a name of `resolution.FAMILIES`, or `resolution.UNKNOWN`: the checkpoint the second pass will use
     model_family: str

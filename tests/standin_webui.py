@@ -46,7 +46,7 @@ class Img2Img:
                  subseed_strength=0.0, sampler_name=None, scheduler=None, cfg_scale=7.0, steps=20, width=512,
                  height=512, init_images=None, resize_mode=0, denoising_strength=0.75, batch_size=1, n_iter=1,
                  do_not_save_samples=False, do_not_save_grid=False, refiner_checkpoint=None, refiner_switch_at=None,
-                 override_settings=None):
+                 override_settings=None, distilled_cfg_scale=3.5):  # the last one: Forge's (A1111 has none)
         self.__dict__.update({key: value for key, value in locals().items() if key != "self"})
         self.closed = False
 

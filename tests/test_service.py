@@ -229,3 +229,31 @@ def test_an_unreadable_record_is_refused_for_a_second_pass_without_a_typed_promp
     assert webui.passes == []
     assert upscaled(adapter, existing(broken), denoise=0.3, prompt="typed").result.image.size == (128, 128)
     assert upscaled(adapter, existing(broken), denoise=0).result.image.size == (128, 128)
+
+
+def test_the_distilled_cfg_an_image_says_is_carried_and_written_where_the_model_reads_it(adapter, webui):
+    """Forge's Flux dev: the image's "Distilled CFG Scale" (or Forge Neo's "Shift") goes into the pass, and
+    the infotext says what the pass ran with; the override replaces it."""
+    parameters = "a harbour\nSteps: 20, Sampler: Euler, CFG scale: 1, Seed: 5, Distilled CFG Scale: 2.5, Size: 64x64"
+    image = existing({"parameters": parameters})
+    flux = session(adapter, guidance="distilled CFG")
+    carried = adapter.service.upscale_existing(image, base(denoise=0.3), flux)
+    assert webui.passes[-1].distilled_cfg_scale == 2.5 and "Hires upscale distilled cfg: 2.5" in carried.infotext
+    overridden = adapter.service.upscale_existing(image, base(denoise=0.3, distilled_cfg=4), flux)
+    assert webui.passes[-1].distilled_cfg_scale == 4 and "Hires upscale distilled cfg: 4" in overridden.infotext
+    shifted = existing({"parameters": parameters.replace("Distilled CFG Scale", "Shift")})
+    adapter.service.upscale_existing(shifted, base(denoise=0.3), session(adapter, guidance="shift"))
+    assert webui.passes[-1].distilled_cfg_scale == 2.5
+
+
+def test_a_distilled_cfg_the_model_does_not_read_is_said_once_and_not_written(adapter, webui):
+    done = adapter.service.upscale_existing(existing(), base(denoise=0.3, distilled_cfg=4, passes=2, scale=4),
+                                            session(adapter))
+    assert "Hires upscale distilled cfg" not in done.infotext
+    assert codes(done).count("distilled_cfg_unused") == 1 and len(webui.passes) == 2
+
+
+def base(**values):
+    from hires_upscale.params import HiresParams
+
+    return HiresParams.from_mapping({"enabled": True, "upscaler": "Lanczos", "prompt": "a harbour", **values})

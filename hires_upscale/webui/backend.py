@@ -423,12 +423,12 @@ class WebUIBackend:
         """The distilled CFG (or shift) the pass ran with, for the infotext, where its model reads one;
         an override it ignored is said, and not written."""
         key = plan.params.infotext_key("distilled_cfg")
-        kind = self.session.host.guidance_kind(getattr(img2img, "sd_model", None) or shared.sd_model)
-        if kind is not None:
+        if self.session.host.guidance_kind(getattr(img2img, "sd_model", None) or shared.sd_model) is not None:
             self.pass_fields[key] = f"{img2img.distilled_cfg_scale:g}"
             return
+        said = key in self.pass_fields  # once per run, not once per pass
         self.pass_fields[key] = None
-        if plan.params.distilled_cfg:
+        if plan.params.distilled_cfg and not said:
             notify(Advice("distilled_cfg_unused", "info", "distilled_cfg",
                           f"Hires distilled CFG {plan.params.distilled_cfg:g} was not used: the second pass's model "
                           "reads no distilled CFG or shift (Flux dev does on Forge; Lumina 2, Z-Image and Wan on "

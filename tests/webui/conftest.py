@@ -34,10 +34,10 @@ def pytest_collection_modifyitems(config, items):
     def host_of(item) -> tuple[int, bool]:
         callspec = getattr(item, "callspec", None)
         kind = callspec.params.get("webui") if callspec is not None else None
-        # SDXL last: its full-size weights (13 GB in fp32 on the CPU) leave the WebUI's memory high
+        # SDXL (and Flux) last: its full-size weights (13 GB in fp32 on the CPU) leave the WebUI's memory high
         # after it switches back, and the tests after it, with their own references, then met the
         # out-of-memory killer on this 23 GB machine. Last, the WebUI is stopped right after.
-        return order.get(kind, -1), Path(str(item.fspath)).name == "test_sdxl.py"
+        return order.get(kind, -1), Path(str(item.fspath)).name in ("test_sdxl.py", "test_flux.py")
 
     items.sort(key=host_of)  # stable: the order within a host stays as collected
     if os.environ.get(ALL_TESTS) == "1":

@@ -1,7 +1,8 @@
-"""Run a real WebUI (AUTOMATIC1111, Forge or reForge) with this extension, on the CPU, on loopback.
+"""Run a real WebUI (AUTOMATIC1111, Forge, Forge Neo or reForge) with this extension, on the CPU, on loopback.
 
-The hosts are the A1111 checkout in SD_WEBUI_ROOT (or ~/stable-diffusion-webui) and
-the Forge checkout in SD_WEBUI_FORGE_ROOT (or ~/stable-diffusion-webui-forge), each
+The hosts are the A1111 checkout in SD_WEBUI_ROOT (or ~/stable-diffusion-webui), the Forge
+checkout in SD_WEBUI_FORGE_ROOT (or ~/stable-diffusion-webui-forge) and the Forge Neo checkout in
+SD_WEBUI_FORGE_NEO_ROOT (or ~/stable-diffusion-webui-forge-neo; its smoke tests by default), each
 with its venv, and reForge where SD_WEBUI_REFORGE_ROOT names one (opt-in). Which host
 a checkout is comes from its files (`kind_of`), not from the variable that named it. Nothing is written into a
 checkout: the extensions are linked into a temporary --data-dir, and the checkpoint
@@ -288,6 +289,39 @@ def sdxl_checkpoint(webui: WebUI) -> tuple[Path | None, str]:
     return link, ""
 
 
+#: The random Flux dev checkpoint (Forge Neo only): its title stem and its recipe's revision.
+FLUX_CHECKPOINT = "random-flux-dev-tiny"
+FLUX_REVISION = "fl1"
+#: A Flux txt2img with our pass peaked at 7.1 GiB resident in Forge Neo here (T5-XXL kept in fp8).
+FLUX_RUN_MEMORY = 9 * 1024**3
+
+
+def flux_checkpoint(webui: WebUI) -> tuple[Path | None, str]:
+    """A random-weight Flux dev checkpoint linked into `webui`'s checkpoint folder (or None and why not).
+
+    Made once with Forge Neo's own Flux code (tests/webui/make_checkpoint_flux.py), in its venv, and
+    kept in ~/.cache. Only Forge Neo runs it: Forge main sizes every Flux file at 12 B parameters."""
+    if webui.kind != "forge-neo":
+        return None, (f"{webui.host.title} cannot run a reduced Flux: Forge main sizes every Flux file at its full "
+                      "12 B parameters (19 + 38 blocks, hidden 3072, whatever the file holds), A1111 has no Flux; "
+                      "the Flux wiring is tested there against the host's engine classes (test_model_families.py)")
+    if available_memory() < FLUX_RUN_MEMORY:
+        return None, (f"a Flux run needs about {FLUX_RUN_MEMORY // 1024**3} GB free, "
+                      f"{available_memory() // 1024**3} GB are")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd-webui-hires-upscale-tests"
+    path = cache / "flux" / FLUX_REVISION / f"{FLUX_CHECKPOINT}.safetensors"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(webui.checkout.python), str(HERE / "make_checkpoint_flux.py"), str(path)],
+                       cwd=webui.root, env=webui.env(), check=True, timeout=1800)
+    # into this session's own checkpoint folder: a link beside the SD1.5 files would outlive the session, and
+    # a later Forge Neo might start on it
+    link = webui.session_ckpt_dir / path.name
+    if not link.exists():
+        os.link(path, link)  # the same file under both names: no copy of 5 GB
+    return link, ""
+
+
 def available_memory() -> int:
     with open("/proc/meminfo", encoding="ascii") as meminfo:
         for line in meminfo:
@@ -413,6 +447,8 @@ class WebUI:
         self.process: subprocess.Popen | None = None
         #: the WebUI's --ckpt-dir, known once started
         self.ckpt_dir = workdir
+        #: a second checkpoint folder of this session alone, where the host takes several (Forge Neo)
+        self.session_ckpt_dir = workdir / "checkpoints"
         #: why the trained x4plus is not in the ESRGAN folder (empty when it is), known once started
         self.trained_missing = ""
 
@@ -501,6 +537,7 @@ class WebUI:
         command = [str(self.checkout.python), "launch.py",
                    *(flag for flag in self.host.cpu_flags if flag not in self.without), "--port", str(self.port),
                    "--data-dir", str(self.data_dir), self.host.ckpt_flag, str(ckpt_dir),
+                   *self.more_checkpoint_folders(),
                    "--esrgan-models-path", str(self.esrgan_dir), *self.host.launch_args(self.root), *self.flags]
         log = open(self.log_path, "w")  # noqa: SIM115 - the server writes to it while it runs
         self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -524,6 +561,12 @@ class WebUI:
                     pass
             time.sleep(1)
         raise RuntimeError(f"the WebUI did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def more_checkpoint_folders(self) -> list[str]:
+        if self.host.ckpt_flag != "--ckpt-dirs":
+            return []
+        self.session_ckpt_dir.mkdir(exist_ok=True)
+        return [self.host.ckpt_flag, str(self.session_ckpt_dir)]
 
     def started(self) -> bool:
         """Whether the WebUI has printed its "Startup time:" line (the end of its start-up)."""
@@ -618,7 +661,7 @@ class WebUI:
 
 
 def serve(argv: list[str] | None = None) -> None:
-    """`python tests/webui/harness.py [a1111|forge]`: run a test WebUI until Ctrl-C (screenshots, poking)."""
+    """`python tests/webui/harness.py [a1111|forge|forge-neo]`: run a test WebUI until Ctrl-C (screenshots, poking)."""
     import argparse
     import tempfile
 
