@@ -48,10 +48,11 @@ class TileSettings:
     unet_batch: int = 4
 
     @classmethod
-    def for_tile_size(cls, pixels: int) -> TileSettings:
-        """Settings for a user's tile size in image pixels (0 = our defaults)."""
+    def for_tile_size(cls, pixels: int, family_tile: int = 768) -> TileSettings:
+        """Settings for a user's tile size in image pixels (0 = our defaults, with UNet tiles of
+        `family_tile` pixels: the model family's own, `resolution.ModelFamily.tile`)."""
         if pixels <= 0:
-            return cls()
+            return cls(unet_tile=max(32, family_tile // VAE_FACTOR))
         tile = max(32, pixels // VAE_FACTOR)
         overlap = max(8, tile // 4)
         return cls(vae_tile=tile, vae_overlap=overlap, unet_tile=tile, unet_overlap=overlap)

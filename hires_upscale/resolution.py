@@ -38,6 +38,9 @@ class ModelFamily:
     #: pass redraws the picture (flow models: from the hosts' schedules, see docs/flux-and-neo-facts.md §5)
     denoise_range: tuple[float, float] = (0.2, 0.45)
     max_denoise: float = 0.5
+    #: largest UNet tile of a tiled pass, in pixels: about the size it was trained at (SD1.5 takes 1.5x of
+    #: its 512 in img2img at a low denoise; SDXL below its 1024 loses detail)
+    tile: int = 768
     #: False: a family this extension does not know (the host named an engine outside this table)
     known: bool = True
 
@@ -62,7 +65,7 @@ def _dit(name: str, base: int, *, shifted: bool = False, comfortable: int = 2048
 FAMILIES: dict[str, ModelFamily] = {
     "sd15": ModelFamily("sd15", 512, 1536 * 1536),
     "sd2": ModelFamily("sd2", 768, 2048 * 2048),
-    "sdxl": ModelFamily("sdxl", 1024, 2560 * 2560),
+    "sdxl": ModelFamily("sdxl", 1024, 2560 * 2560, tile=1024),
     # Transformers, all rectified flow. Flux.1 and Chroma were trained up to about 2 MP and show stripes
     # and grids well above it (Forge #1712, black-forest-labs/flux #406).
     "sd3": _dit("sd3", 1024),

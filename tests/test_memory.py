@@ -7,6 +7,7 @@ import pytest
 
 from hires_upscale.errors import OutOfMemory
 from hires_upscale.memory import MemoryFacts, TileSettings, TilingPolicy, needs_tiling, second_pass_bytes
+from hires_upscale.resolution import FAMILIES
 
 CPU = MemoryFacts(None)  # no reliable number: never tiles on a guess
 ROOMY = MemoryFacts(10 * second_pass_bytes(1024, 1024))
@@ -23,6 +24,8 @@ def test_auto_mode_tiles_only_what_would_not_fit():
 
 def test_a_users_tile_size_in_pixels_becomes_latent_tiles():
     assert TileSettings.for_tile_size(0) == TileSettings()
+    assert TileSettings.for_tile_size(0, FAMILIES["sdxl"].tile).unet_tile == 128  # SDXL's own 1024 px
+    assert TileSettings.for_tile_size(0, FAMILIES["sdxl"].tile).vae_tile == TileSettings().vae_tile
     settings = TileSettings.for_tile_size(768)
     assert (settings.vae_tile, settings.unet_tile, settings.vae_overlap) == (96, 96, 24)
     assert TileSettings.for_tile_size(64).unet_tile == 32  # never smaller than 256 px

@@ -400,7 +400,7 @@ class WebUIBackend:
                         + (f", {len(images)} images" if len(images) > 1 else "") + (", tiled" if tiled else ""))
         host = self.session.host
         with ExitStack() as installed:
-            tiling = TileSettings.for_tile_size(plan.params.tile_size) if tiled else None
+            tiling = TileSettings.for_tile_size(plan.params.tile_size, plan.family.tile) if tiled else None
             latent = _latent_interpolation(plan.params.upscaler) if plan.upscaler_kind == "latent" else None
             _prepare_init(img2img, installed, host, tiling, notify, latent=latent)
             installed.enter_context(host.second_pass_modules(generations[0].modules))
