@@ -144,7 +144,7 @@ class WebUIHost:
         if not found.tileable:
             return (f"tiled mode is not available for {name} on this host: a transformer attends across the whole "
                     "picture, so tiles sampled apart would not agree, and its memory goes to its weights, which "
-                    "tiles do not shrink (README: Tiled mode)")
+                    "tiles do not shrink (README: Low-VRAM mode)")
         return None
 
     def image_module_names(self, fields: Mapping[str, str]) -> list[str]:
