@@ -301,10 +301,12 @@ def flux_checkpoint(webui: WebUI) -> tuple[Path | None, str]:
 
     Made once with Forge Neo's own Flux code (tests/webui/make_checkpoint_flux.py), in its venv, and
     kept in ~/.cache. Only Forge Neo runs it: Forge main sizes every Flux file at 12 B parameters."""
+    if webui.kind == "forge":
+        return None, ("Forge main cannot run a reduced Flux: it sizes every Flux file at its full 12 B parameters "
+                      "(19 + 38 blocks, hidden 3072, whatever the file holds); its Flux wiring is tested against its "
+                      "engine classes and processing (test_model_families.py)")
     if webui.kind != "forge-neo":
-        return None, (f"{webui.host.title} cannot run a reduced Flux: Forge main sizes every Flux file at its full "
-                      "12 B parameters (19 + 38 blocks, hidden 3072, whatever the file holds), A1111 has no Flux; "
-                      "the Flux wiring is tested there against the host's engine classes (test_model_families.py)")
+        return None, f"{webui.host.title} has no Flux engine"
     if available_memory() < FLUX_RUN_MEMORY:
         return None, (f"a Flux run needs about {FLUX_RUN_MEMORY // 1024**3} GB free, "
                       f"{available_memory() // 1024**3} GB are")
