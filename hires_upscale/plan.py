@@ -120,7 +120,7 @@ def plan_facts(
         "known_family": model_family.known,
         "tileable": model_family.tileable,
         "flow": model_family.flow,
-        "denoise_range": "-".join(f"{d:g}" for d in model_family.denoise_range),
+        "denoise_range": model_family.denoise_text,
         "denoise_high": model_family.denoise_range[1],
         "max_denoise": model_family.max_denoise,
         "cfg_override": params.cfg_scale,

@@ -48,11 +48,16 @@ class ModelFamily:
     def tileable(self) -> bool:
         return self.known and self.architecture == "unet"
 
+    @property
+    def denoise_text(self) -> str:
+        """The denoise range as the advice writes it ("0.2-0.45")."""
+        return "-".join(f"{d:g}" for d in self.denoise_range)
+
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "base": self.base, "comfortable_pixels": self.comfortable_pixels,
                 "architecture": self.architecture, "flow": self.flow, "max_denoise": self.max_denoise,
-                "denoise_range": "-".join(f"{d:g}" for d in self.denoise_range), "tileable": self.tileable,
-                "known": self.known}
+                "denoise_range": self.denoise_text, "denoise_high": self.denoise_range[1],
+                "tileable": self.tileable, "known": self.known}
 
 
 def _dit(name: str, base: int, *, shifted: bool = False, comfortable: int = 2048 * 2048) -> ModelFamily:

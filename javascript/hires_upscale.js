@@ -103,7 +103,7 @@
             tileable: family.tileable,
             flow: family.flow,
             denoise_range: family.denoise_range,
-            denoise_high: Number(family.denoise_range.split("-")[1]),
+            denoise_high: family.denoise_high,
             max_denoise: family.max_denoise,
             cfg_override: p.cfg_scale,
             target: tw + "x" + th,
