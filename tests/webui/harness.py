@@ -241,9 +241,13 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1} on 127.0.0.1")
 
 
+#: Where the built checkpoints are kept between runs (the trained models' folder is under it too)
+TEST_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd-webui-hires-upscale-tests"
+
+
 def checkpoint(checkout: Checkout, env: dict[str, str]) -> Path:
     """A random-weight SD1.5 checkpoint, made once per WebUI version and recipe and kept in ~/.cache."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd-webui-hires-upscale-tests"
+    cache = TEST_CACHE
     host = checkout.host
     # The folder changes with the recipe's revision, so an old file is never reused, nor listed beside
     # the new ones (the folder is the WebUI's --ckpt-dir).
@@ -267,7 +271,7 @@ def sdxl_checkpoint(webui: WebUI) -> tuple[Path | None, str]:
 
     Made once with A1111's SDXL code (tests/webui/make_checkpoint_sdxl.py), in A1111's venv, and
     kept in ~/.cache; Forge loads the same file, so a Forge-only machine has none."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd-webui-hires-upscale-tests"
+    cache = TEST_CACHE
     path = cache / "sdxl" / SDXL_REVISION / f"{SDXL_CHECKPOINT}.safetensors"
     if not path.exists():
         builder, why_not = find_checkout(A1111)
@@ -310,7 +314,7 @@ def flux_checkpoint(webui: WebUI) -> tuple[Path | None, str]:
     if available_memory() < FLUX_RUN_MEMORY:
         return None, (f"a Flux run needs about {FLUX_RUN_MEMORY // 1024**3} GB free, "
                       f"{available_memory() // 1024**3} GB are")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd-webui-hires-upscale-tests"
+    cache = TEST_CACHE
     path = cache / "flux" / FLUX_REVISION / f"{FLUX_CHECKPOINT}.safetensors"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
